@@ -1,0 +1,118 @@
+//! The engine seam: a small core trait every engine implements, plus capability traits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::{
+    CronEntry, DeadLetter, Enqueued, Job, JobId, JobInfo, NewJob, Report, Result, Stats,
+};
+
+/// What a worker asks for when it fetches.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Identifies the worker process; leases are held in its name.
+    pub owner: String,
+    /// Queues to take jobs from (empty: every queue).
+    pub queues: Vec<String>,
+    /// Most jobs to lease in this call.
+    pub limit: usize,
+}
+
+/// The core of an engine: store jobs, lease them to workers, record outcomes.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Short name for logs and benchmarks (`sqlite`, `kafka`).
+    fn name(&self) -> &'static str;
+
+    /// Stores one job. Returns once the job is durable (or was a duplicate).
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued>;
+
+    /// Stores many jobs at once; all are validated before any is stored.
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
+
+    /// Records finished attempts, then leases up to `fetch.limit` due jobs.
+    ///
+    /// A job stays leased until its report is durable; engines may do both steps in one
+    /// storage transaction.
+    async fn exchange(&self, reports: Vec<Report>, fetch: &Fetch) -> Result<Vec<Job>>;
+
+    /// Keeps the leases of `running` alive; returns the ids among them a user asked to cancel.
+    async fn heartbeat(&self, owner: &str, running: &[JobId]) -> Result<Vec<JobId>>;
+
+    /// How often a worker must call [`Engine::heartbeat`] to keep its leases.
+    fn heartbeat_interval(&self) -> Duration;
+
+    /// Stores the progress a handler reported for a job it holds.
+    async fn set_progress(&self, owner: &str, id: JobId, progress: serde_json::Value)
+        -> Result<()>;
+
+    /// Notified when this process enqueues a job, so a worker wakes without polling.
+    fn waker(&self) -> Arc<Notify>;
+
+    /// Largest payload (serialized bytes) this engine accepts.
+    fn max_payload_bytes(&self) -> usize;
+}
+
+/// Reading jobs and counts.
+#[async_trait]
+pub trait Inspect: Send + Sync {
+    /// One job by id.
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>>;
+    /// Counts per queue and state.
+    async fn stats(&self) -> Result<Stats>;
+}
+
+/// Changing jobs from outside a worker.
+#[async_trait]
+pub trait Control: Send + Sync {
+    /// Cancels a job that has not finished. A running job is cancelled by its worker at the
+    /// next heartbeat; the returned info shows the state after the call.
+    async fn cancel(&self, id: JobId) -> Result<JobInfo>;
+    /// Removes every job of `queue` that has not started; returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<u64>;
+    /// Deletes completed and cancelled jobs that finished before `before`; returns how many.
+    async fn cleanup(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// The dead-letter list.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Dead jobs, most recent first.
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Puts a dead job back with its attempts reset.
+    async fn retry_dead(&self, id: JobId) -> Result<JobInfo>;
+    /// Puts every dead job back; returns how many.
+    async fn retry_all_dead(&self) -> Result<u64>;
+    /// Deletes every dead job; returns how many.
+    async fn purge_dead(&self) -> Result<u64>;
+}
+
+/// Recurring (cron) schedules.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Every entry, by name.
+    async fn list_cron(&self) -> Result<Vec<CronEntry>>;
+    /// Adds or replaces an entry.
+    async fn upsert_cron(&self, entry: CronEntry) -> Result<CronEntry>;
+    /// Removes an entry; false when there was none.
+    async fn remove_cron(&self, name: &str) -> Result<bool>;
+    /// Enqueues one job for every entry due at `now` and moves it to its next tick. Several
+    /// processes may call this at once: each tick fires exactly once.
+    async fn fire_due_cron(&self, now: DateTime<Utc>) -> Result<Vec<JobId>>;
+}
+
+/// Everything a full engine offers; what the CLI, the HTTP API and the conformance suite use.
+pub trait Backend: Engine + Inspect + Control + DeadLetters + Schedules {
+    /// Upcasts to the core trait, for the worker runtime.
+    fn as_engine(self: Arc<Self>) -> Arc<dyn Engine>;
+}
+
+impl<T: Engine + Inspect + Control + DeadLetters + Schedules> Backend for T {
+    fn as_engine(self: Arc<Self>) -> Arc<dyn Engine> {
+        self
+    }
+}

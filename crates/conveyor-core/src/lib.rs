@@ -1,0 +1,29 @@
+//! Conveyor's core: the job model, the handler trait, the retry policy, the worker runtime and
+//! the engine traits every storage engine implements.
+//!
+//! This crate has no storage dependency. An engine (SQLite, Kafka, ...) implements [`Engine`]
+//! (enqueue, fetch, record outcomes) plus the capability traits ([`Inspect`], [`Control`],
+//! [`DeadLetters`], [`Schedules`]); the [`Worker`] runtime drives any engine through them.
+
+mod builtin;
+mod cron;
+mod engine;
+mod error;
+mod events;
+mod handler;
+mod job;
+mod retry;
+mod worker;
+
+pub use builtin::register_builtins;
+pub use cron::{next_fire_after, run_scheduler, CronEntry};
+pub use engine::{Backend, Control, DeadLetters, Engine, Fetch, Inspect, Schedules};
+pub use error::{Error, Result};
+pub use events::JobEvent;
+pub use handler::{handler_fn, Handler, JobContext, Outcome, Registry};
+pub use job::{
+    now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo, JobState, NewJob, QueueStats,
+    Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
+};
+pub use retry::Backoff;
+pub use worker::{Worker, WorkerConfig};
