@@ -1,0 +1,321 @@
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conveyor_core::{
+    now_ms, Completion, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Report,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::Notify;
+
+use crate::config::SqliteConfig;
+use crate::error::{Result, SqliteError};
+use crate::store::Store;
+
+const INSERT_JOB: &str = include_str!("../sql/insert_job.sql");
+const PROMOTE_DUE: &str = include_str!("../sql/promote_due.sql");
+const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
+const CLAIM_CANDIDATES: &str = include_str!("../sql/claim_candidates.sql");
+const CLAIM: &str = include_str!("../sql/claim.sql");
+const RECORD_OUTCOME: &str = include_str!("../sql/record_outcome.sql");
+
+/// How often expired leases are looked for (per process).
+const RESCUE_EVERY_MS: i64 = 1000;
+
+/// The SQLite engine. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct SqliteEngine {
+    pub(crate) store: Arc<Store>,
+    pub(crate) waker: Arc<Notify>,
+    last_rescue_ms: Arc<AtomicI64>,
+}
+
+impl SqliteEngine {
+    /// Opens (creating if needed) the database described by `config` and applies migrations.
+    pub fn open(config: SqliteConfig) -> conveyor_core::Result<Self> {
+        let store = Store::open(config)?;
+        Ok(SqliteEngine {
+            store: Arc::new(store),
+            waker: Arc::new(Notify::new()),
+            last_rescue_ms: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// Opens a backend URL such as `sqlite://conveyor.db?synchronous=normal`.
+    pub fn open_url(url: &str) -> conveyor_core::Result<Self> {
+        Self::open(SqliteConfig::from_url(url)?)
+    }
+
+    /// Opens the file at `path` with default settings.
+    pub fn open_path(path: impl AsRef<Path>) -> conveyor_core::Result<Self> {
+        Self::open(SqliteConfig::new(path.as_ref()))
+    }
+
+    /// The settings this engine was opened with.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.store.config
+    }
+
+    pub(crate) fn notify(&self) {
+        self.waker.notify_waiters();
+    }
+
+    async fn insert(&self, jobs: Vec<NewJob>) -> conveyor_core::Result<Vec<Enqueued>> {
+        let limit = self.store.config.max_payload_bytes;
+        let prepared = jobs
+            .into_iter()
+            .map(|job| job.validate(limit).map(|payload| (job, payload)))
+            .collect::<conveyor_core::Result<Vec<_>>>()?;
+        let out = self
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = insert_jobs(&tx, &prepared, now_ms())?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await?;
+        if out.iter().any(|e| !e.duplicate) {
+            self.notify();
+        }
+        Ok(out)
+    }
+}
+
+/// Inserts jobs inside the caller's transaction (also used by cron firing).
+pub(crate) fn insert_jobs(
+    tx: &Transaction<'_>,
+    jobs: &[(NewJob, String)],
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let mut insert = tx.prepare_cached(INSERT_JOB)?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (job, payload) in jobs {
+        let state = job.initial_state(now);
+        let backoff = job
+            .backoff
+            .map(|b| serde_json::to_string(&b))
+            .transpose()
+            .map_err(|e| SqliteError::Corrupt(format!("backoff: {e}")))?;
+        let inserted = insert.execute(params![
+            job.id.to_string(),
+            job.kind,
+            job.queue,
+            payload,
+            state.as_str(),
+            job.priority,
+            job.max_attempts,
+            job.run_at.map_or(now, |t| t.timestamp_millis().max(now)),
+            now,
+            job.timeout.map(|t| t.as_millis() as i64),
+            backoff,
+            job.idempotency_key,
+            job.ordering_key,
+        ])?;
+        out.push(if inserted == 1 {
+            Enqueued { id: job.id, state, duplicate: false }
+        } else {
+            existing(tx, job)?
+        });
+    }
+    Ok(out)
+}
+
+fn existing(tx: &Transaction<'_>, job: &NewJob) -> Result<Enqueued> {
+    let (column, value) = match &job.idempotency_key {
+        Some(key) => ("idempotency_key", key.clone()),
+        None => ("id", job.id.to_string()),
+    };
+    let sql = format!("SELECT id, state FROM jobs WHERE {column} = ?1");
+    let (id, state): (String, String) =
+        tx.query_row(&sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Enqueued {
+        id: crate::rows::job_id(&id)?,
+        state: state.parse()?,
+        duplicate: true,
+    })
+}
+
+fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Result<()> {
+    let mut stmt = tx.prepare_cached(RECORD_OUTCOME)?;
+    for report in reports {
+        let (state, give_back, run_at, error) = match &report.completion {
+            Completion::Completed => (JobState::Completed, 0, None, None),
+            Completion::Retry { at_ms, error } => (JobState::Retryable, 0, Some(*at_ms), Some(error.as_str())),
+            Completion::Dead { error } => (JobState::Dead, 0, None, Some(error.as_str())),
+            Completion::Cancelled => (JobState::Cancelled, 0, None, None),
+            Completion::Released => (JobState::Available, 1, Some(now), None),
+        };
+        let changed = stmt.execute(params![
+            report.id.to_string(),
+            owner,
+            report.attempt,
+            state.as_str(),
+            give_back,
+            run_at,
+            error,
+            now,
+        ])?;
+        if changed == 0 {
+            tracing::warn!(job = %report.id, attempt = report.attempt,
+                "outcome not stored: the lease was lost (the job was rescued and may run again)");
+        }
+    }
+    Ok(())
+}
+
+fn candidates(tx: &Transaction<'_>, queues: &[String], limit: usize) -> Result<Vec<i64>> {
+    let mut found: Vec<(i32, i64, i64)> = Vec::new();
+    let map = |r: &rusqlite::Row<'_>| Ok((r.get(1)?, r.get(2)?, r.get(0)?));
+    if queues.is_empty() {
+        let mut stmt = tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", ""))?;
+        for row in stmt.query_map(params![limit as i64], map)? {
+            found.push(row?);
+        }
+    } else {
+        // One indexed query per queue, merged here: an IN list would make SQLite sort every
+        // available row of those queues.
+        let mut stmt = tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", "AND queue = ?2"))?;
+        for queue in queues {
+            for row in stmt.query_map(params![limit as i64, queue], map)? {
+                found.push(row?);
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        found.truncate(limit);
+    }
+    Ok(found.into_iter().map(|(_, _, seq)| seq).collect())
+}
+
+fn claim(tx: &Transaction<'_>, fetch: &Fetch, lease_ms: i64, now: i64) -> Result<Vec<Job>> {
+    tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+    let seqs = candidates(tx, &fetch.queues, fetch.limit)?;
+    let mut stmt = tx.prepare_cached(CLAIM)?;
+    let mut jobs = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let job = stmt
+            .query_row(params![seq, fetch.owner, now + lease_ms], |row| {
+                Ok(crate::rows::leased_job(row))
+            })
+            .optional()?;
+        if let Some(job) = job {
+            jobs.push(job?);
+        }
+    }
+    Ok(jobs)
+}
+
+fn exchange(
+    conn: &mut Connection,
+    reports: &[Report],
+    fetch: &Fetch,
+    lease_ms: i64,
+    rescue: bool,
+) -> Result<Vec<Job>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    record(&tx, &fetch.owner, reports, now)?;
+    if rescue {
+        let rescued = tx.prepare_cached(RESCUE_EXPIRED)?.execute([now])?;
+        if rescued > 0 {
+            tracing::warn!(rescued, "jobs with expired leases put back (a worker died or stalled)");
+        }
+    }
+    let jobs = if fetch.limit > 0 { claim(&tx, fetch, lease_ms, now)? } else { Vec::new() };
+    tx.commit()?;
+    Ok(jobs)
+}
+
+#[async_trait]
+impl Engine for SqliteEngine {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn enqueue(&self, job: NewJob) -> conveyor_core::Result<Enqueued> {
+        let mut out = self.insert(vec![job]).await?;
+        out.pop().ok_or_else(|| conveyor_core::Error::Closed("insert returned nothing".into()))
+    }
+
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> conveyor_core::Result<Vec<Enqueued>> {
+        self.insert(jobs).await
+    }
+
+    async fn exchange(&self, reports: Vec<Report>, fetch: &Fetch) -> conveyor_core::Result<Vec<Job>> {
+        let lease_ms = self.store.config.lease.as_millis() as i64;
+        let now = now_ms();
+        let last = self.last_rescue_ms.load(Ordering::Relaxed);
+        let rescue = fetch.limit > 0
+            && now - last >= RESCUE_EVERY_MS
+            && self
+                .last_rescue_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        let fetch = fetch.clone();
+        let jobs = self
+            .store
+            .run(move |conn| exchange(conn, &reports, &fetch, lease_ms, rescue))
+            .await?;
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, owner: &str, _running: &[JobId]) -> conveyor_core::Result<Vec<JobId>> {
+        let owner = owner.to_string();
+        let lease_ms = self.store.config.lease.as_millis() as i64;
+        let ids = self
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(
+                    "UPDATE jobs SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
+                )?
+                .execute(params![owner, now_ms() + lease_ms])?;
+                let ids = tx
+                    .prepare_cached(
+                        "SELECT id FROM jobs WHERE lease_owner = ?1 AND state = 'running' AND cancel_requested = 1",
+                    )?
+                    .query_map([&owner], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                tx.commit()?;
+                ids.iter().map(|id| Ok(crate::rows::job_id(id)?)).collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(ids)
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        self.store.config.lease / 3
+    }
+
+    async fn set_progress(&self, owner: &str, id: JobId, progress: serde_json::Value) -> conveyor_core::Result<()> {
+        let owner = owner.to_string();
+        let text = serde_json::to_string(&progress).map_err(|e| conveyor_core::Error::invalid("progress", e))?;
+        let changed = self
+            .store
+            .run(move |conn| {
+                Ok(conn.prepare_cached(
+                    "UPDATE jobs SET progress = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?
+                .execute(params![id.to_string(), owner, text])?)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(conveyor_core::Error::WrongState {
+                id: id.to_string(),
+                state: "not leased by this worker".into(),
+                message: "progress is only stored while the job runs".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn waker(&self) -> Arc<Notify> {
+        self.waker.clone()
+    }
+
+    fn max_payload_bytes(&self) -> usize {
+        self.store.config.max_payload_bytes
+    }
+}
