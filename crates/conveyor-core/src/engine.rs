@@ -109,10 +109,15 @@ pub trait Schedules: Send + Sync {
 pub trait Backend: Engine + Inspect + Control + DeadLetters + Schedules {
     /// Upcasts to the core trait, for the worker runtime.
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine>;
+    /// Upcasts to the cron capability, for the scheduler.
+    fn as_schedules(self: Arc<Self>) -> Arc<dyn Schedules>;
 }
 
 impl<T: Engine + Inspect + Control + DeadLetters + Schedules> Backend for T {
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine> {
+        self
+    }
+    fn as_schedules(self: Arc<Self>) -> Arc<dyn Schedules> {
         self
     }
 }

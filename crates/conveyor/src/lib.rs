@@ -1,1 +1,167 @@
-//! placeholder
+//! Conveyor: background jobs for Rust, on an embedded SQLite file by default.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use conveyor::{handler_fn, Conveyor, NewJob, Outcome, Registry, WorkerConfig};
+//!
+//! # async fn demo() -> conveyor::Result<()> {
+//! let conveyor = Conveyor::open("sqlite://conveyor.db")?;
+//! let mut registry = Registry::with_builtins();
+//! registry.register(handler_fn("greet", |ctx| async move {
+//!     println!("hello from job {}", ctx.id());
+//!     Outcome::Complete
+//! }));
+//! conveyor.dispatch(NewJob::new("greet", serde_json::json!({"name": "ada"}))).await?;
+//! conveyor
+//!     .dispatch(NewJob::new("greet", serde_json::json!({})).run_in(Duration::from_secs(60)))
+//!     .await?;
+//! conveyor.serve(registry, WorkerConfig::default(), tokio::signal::ctrl_c()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use conveyor_core::*;
+pub use conveyor_sqlite::{SqliteConfig, SqliteEngine, Synchronous};
+
+/// The default backend URL: a `conveyor.db` file in the current folder.
+pub const DEFAULT_BACKEND: &str = "sqlite://conveyor.db";
+
+/// Opens the engine a backend URL names (`sqlite://PATH[?options]`).
+pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteEngine::open_url(url)?));
+    }
+    let scheme = url.split("://").next().unwrap_or(url);
+    Err(Error::invalid(
+        "backend",
+        format!("unknown scheme {scheme:?} in {url:?}; this build supports sqlite://PATH"),
+    ))
+}
+
+/// A handle on one backend: dispatch jobs, inspect and control them, run workers.
+#[derive(Clone)]
+pub struct Conveyor {
+    backend: Arc<dyn Backend>,
+}
+
+impl Conveyor {
+    /// Opens a backend URL, e.g. `sqlite://conveyor.db?synchronous=normal`.
+    pub fn open(url: &str) -> Result<Self> {
+        Ok(Self::from_backend(open_backend(url)?))
+    }
+
+    /// Wraps an engine you built yourself.
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
+        Conveyor { backend }
+    }
+
+    /// The engine behind this handle.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Enqueues a job; returns once it is durable.
+    pub async fn dispatch(&self, job: NewJob) -> Result<Enqueued> {
+        self.backend.enqueue(job).await
+    }
+
+    /// Enqueues many jobs in one storage transaction.
+    pub async fn dispatch_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.backend.enqueue_batch(jobs).await
+    }
+
+    /// One job's status, attempts, last error and progress.
+    pub async fn status(&self, id: JobId) -> Result<Option<JobInfo>> {
+        self.backend.job(id).await
+    }
+
+    /// Cancels a job that has not finished.
+    pub async fn cancel(&self, id: JobId) -> Result<JobInfo> {
+        self.backend.cancel(id).await
+    }
+
+    /// Counts per queue and state.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.backend.stats().await
+    }
+
+    /// The dead-letter list, most recent first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.backend.list_dead(limit).await
+    }
+
+    /// Puts a dead job back with its attempts reset.
+    pub async fn retry_dead(&self, id: JobId) -> Result<JobInfo> {
+        self.backend.retry_dead(id).await
+    }
+
+    /// Removes every job of `queue` that has not started; returns how many.
+    pub async fn purge(&self, queue: &str) -> Result<u64> {
+        self.backend.purge_queue(queue).await
+    }
+
+    /// Deletes completed and cancelled jobs that finished more than `older_than` ago.
+    pub async fn cleanup(&self, older_than: Duration) -> Result<u64> {
+        let age = chrono::Duration::from_std(older_than).map_err(|e| Error::invalid("older_than", e))?;
+        self.backend.cleanup(chrono::Utc::now() - age).await
+    }
+
+    /// Adds or replaces a recurring schedule.
+    pub async fn schedule(&self, entry: CronEntry) -> Result<CronEntry> {
+        self.backend.upsert_cron(entry).await
+    }
+
+    /// Removes a recurring schedule; false when there was none.
+    pub async fn unschedule(&self, name: &str) -> Result<bool> {
+        self.backend.remove_cron(name).await
+    }
+
+    /// A worker for this backend (call [`Worker::events`] before [`Worker::run`] to listen).
+    pub fn worker(&self, registry: Registry, config: WorkerConfig) -> Worker {
+        Worker::new(self.backend.clone().as_engine(), registry, config)
+    }
+
+    /// Runs a worker and the cron scheduler until `shutdown` resolves, then drains gracefully.
+    pub async fn serve(
+        &self,
+        registry: Registry,
+        config: WorkerConfig,
+        shutdown: impl Future<Output = impl Sized> + Send,
+    ) -> Result<()> {
+        self.serve_worker(self.worker(registry, config), shutdown).await
+    }
+
+    /// Like [`Conveyor::serve`] for a worker you built (for example after subscribing to its
+    /// events).
+    pub async fn serve_worker(
+        &self,
+        worker: Worker,
+        shutdown: impl Future<Output = impl Sized> + Send,
+    ) -> Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let schedules = self.backend.clone().as_schedules();
+        let mut cron_stop = stop_rx.clone();
+        let cron = tokio::spawn(run_scheduler(schedules, Duration::from_secs(1), async move {
+            let _ = cron_stop.wait_for(|stop| *stop).await;
+        }));
+        let mut worker_stop = stop_rx;
+        let worker = worker.run(async move {
+            let _ = worker_stop.wait_for(|stop| *stop).await;
+        });
+        tokio::pin!(worker);
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            result = &mut worker => result,
+            _ = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                worker.await
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = cron.await;
+        result
+    }
+}
