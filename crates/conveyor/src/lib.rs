@@ -165,3 +165,8 @@ impl Conveyor {
         result
     }
 }
+
+/// Compiles the README's Rust example as a doc test, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
