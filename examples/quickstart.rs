@@ -27,17 +27,30 @@ async fn main() -> conveyor::Result<()> {
         if let Err(e) = ctx.progress(json!({"step": "decoding"})).await {
             return Outcome::Retry(e.to_string());
         }
-        println!("resizing {} to {} px (attempt {})", job.image, job.width, ctx.attempt());
+        println!(
+            "resizing {} to {} px (attempt {})",
+            job.image,
+            job.width,
+            ctx.attempt()
+        );
         Outcome::Complete
     }));
 
-    let now = conveyor.dispatch(NewJob::new("resize", json!({"image": "cat.png", "width": 64}))).await?;
+    let now = conveyor
+        .dispatch(NewJob::new(
+            "resize",
+            json!({"image": "cat.png", "width": 64}),
+        ))
+        .await?;
     let later = NewJob::new("resize", json!({"image": "dog.png", "width": 32}))
         .run_in(Duration::from_millis(500))
         .idempotency_key("dog-32")
         .max_attempts(3);
     let later = conveyor.dispatch(later).await?;
-    println!("enqueued {} ({}) and {} ({})", now.id, now.state, later.id, later.state);
+    println!(
+        "enqueued {} ({}) and {} ({})",
+        now.id, now.state, later.id, later.state
+    );
 
     let worker = conveyor.worker(registry, WorkerConfig::default());
     let mut events = worker.events();
@@ -57,11 +70,19 @@ async fn main() -> conveyor::Result<()> {
         }
     }
     let _ = stop.send(());
-    running.await.map_err(|e| conveyor::Error::Closed(e.to_string()))??;
+    running
+        .await
+        .map_err(|e| conveyor::Error::Closed(e.to_string()))??;
 
-    let status = conveyor.status(later.id).await?.ok_or_else(|| conveyor::Error::Closed("job vanished".into()))?;
+    let status = conveyor
+        .status(later.id)
+        .await?
+        .ok_or_else(|| conveyor::Error::Closed("job vanished".into()))?;
     assert_eq!(status.state, JobState::Completed);
-    println!("{} is {} after {} attempt(s), progress {:?}", status.id, status.state, status.attempt, status.progress);
+    println!(
+        "{} is {} after {} attempt(s), progress {:?}",
+        status.id, status.state, status.attempt, status.progress
+    );
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_core::{Backend, Backoff, JobEvent, JobId, JobInfo, JobState, Registry, Worker, WorkerConfig};
+use conveyor_core::{
+    Backend, Backoff, JobEvent, JobId, JobInfo, JobState, Registry, Worker, WorkerConfig,
+};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -63,7 +65,12 @@ pub fn start(backend: &Arc<dyn Backend>, registry: Registry, config: WorkerConfi
 }
 
 /// Polls the job until `done` holds, or panics with the last state seen.
-pub async fn wait_until(backend: &Arc<dyn Backend>, id: JobId, what: &str, done: impl Fn(&JobInfo) -> bool) -> JobInfo {
+pub async fn wait_until(
+    backend: &Arc<dyn Backend>,
+    id: JobId,
+    what: &str,
+    done: impl Fn(&JobInfo) -> bool,
+) -> JobInfo {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let info = backend.job(id).await.expect("job lookup");

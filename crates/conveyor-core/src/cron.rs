@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn bad_expressions_name_the_field() {
         let err = next_fire_after("every minute", Utc::now()).unwrap_err();
-        assert!(matches!(err, Error::InvalidInput { field: "cron", .. }), "{err}");
+        assert!(
+            matches!(err, Error::InvalidInput { field: "cron", .. }),
+            "{err}"
+        );
     }
 }
 

@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::{
-    CronEntry, DeadLetter, Enqueued, Job, JobId, JobInfo, NewJob, Report, Result, Stats,
-};
+use crate::{CronEntry, DeadLetter, Enqueued, Job, JobId, JobInfo, NewJob, Report, Result, Stats};
 
 /// What a worker asks for when it fetches.
 #[derive(Debug, Clone)]

@@ -237,8 +237,8 @@ impl NewJob {
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("timeout", "must be greater than zero"));
         }
-        let payload = serde_json::to_string(&self.payload)
-            .map_err(|e| Error::invalid("payload", e))?;
+        let payload =
+            serde_json::to_string(&self.payload).map_err(|e| Error::invalid("payload", e))?;
         if payload.len() > max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 size: payload.len(),
@@ -268,7 +268,9 @@ fn check_name(field: &'static str, value: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             field,
-            format!("{value:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'"),
+            format!(
+                "{value:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'"
+            ),
         ))
     }
 }
@@ -464,17 +466,34 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let err = NewJob::new("bad kind!", serde_json::json!({})).validate(100);
-        assert!(matches!(err, Err(Error::InvalidInput { field: "kind", .. })));
-        let err = NewJob::new("k", serde_json::json!({})).max_attempts(0).validate(100);
-        assert!(matches!(err, Err(Error::InvalidInput { field: "max_attempts", .. })));
+        assert!(matches!(
+            err,
+            Err(Error::InvalidInput { field: "kind", .. })
+        ));
+        let err = NewJob::new("k", serde_json::json!({}))
+            .max_attempts(0)
+            .validate(100);
+        assert!(matches!(
+            err,
+            Err(Error::InvalidInput {
+                field: "max_attempts",
+                ..
+            })
+        ));
         let big = NewJob::new("k", serde_json::json!("x".repeat(200))).validate(100);
-        assert!(matches!(big, Err(Error::PayloadTooLarge { limit: 100, .. })));
+        assert!(matches!(
+            big,
+            Err(Error::PayloadTooLarge { limit: 100, .. })
+        ));
     }
 
     #[test]
     fn future_jobs_start_scheduled() {
         let job = NewJob::new("k", serde_json::json!(null)).run_in(Duration::from_secs(60));
         assert_eq!(job.initial_state(now_ms()), JobState::Scheduled);
-        assert_eq!(NewJob::new("k", serde_json::json!(null)).initial_state(now_ms()), JobState::Available);
+        assert_eq!(
+            NewJob::new("k", serde_json::json!(null)).initial_state(now_ms()),
+            JobState::Available
+        );
     }
 }

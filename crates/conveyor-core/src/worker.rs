@@ -45,7 +45,11 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             default_timeout: Duration::from_secs(300),
             backoff: Backoff::default(),
-            owner: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+            owner: format!(
+                "worker-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
         }
     }
 }
@@ -121,7 +125,10 @@ struct Loop {
     config: WorkerConfig,
     running: HashMap<JobId, (u32, JoinHandle<()>)>,
     pending: Vec<Report>,
-    done: (mpsc::UnboundedSender<Report>, mpsc::UnboundedReceiver<Report>),
+    done: (
+        mpsc::UnboundedSender<Report>,
+        mpsc::UnboundedReceiver<Report>,
+    ),
 }
 
 impl Loop {
@@ -235,12 +242,7 @@ impl Loop {
 
     async fn heartbeat(&mut self) {
         let ids: Vec<JobId> = self.running.keys().copied().collect();
-        match self
-            .shared
-            .engine
-            .heartbeat(&self.config.owner, &ids)
-            .await
-        {
+        match self.shared.engine.heartbeat(&self.config.owner, &ids).await {
             Ok(cancelled) if !cancelled.is_empty() => {
                 tracing::info!(count = cancelled.len(), "cancelling jobs on request");
                 self.stop(&cancelled, Completion::Cancelled).await;
@@ -385,10 +387,22 @@ mod tests {
     #[test]
     fn outcomes_map_to_states() {
         let b = Backoff::default();
-        assert_eq!(decide(&job(1, 3), Outcome::Complete, &b), Completion::Completed);
-        assert!(matches!(decide(&job(1, 3), Outcome::Retry("x".into()), &b), Completion::Retry { .. }));
-        assert!(matches!(decide(&job(3, 3), Outcome::Retry("x".into()), &b), Completion::Dead { .. }));
-        assert!(matches!(decide(&job(1, 3), Outcome::Discard("x".into()), &b), Completion::Dead { .. }));
+        assert_eq!(
+            decide(&job(1, 3), Outcome::Complete, &b),
+            Completion::Completed
+        );
+        assert!(matches!(
+            decide(&job(1, 3), Outcome::Retry("x".into()), &b),
+            Completion::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(&job(3, 3), Outcome::Retry("x".into()), &b),
+            Completion::Dead { .. }
+        ));
+        assert!(matches!(
+            decide(&job(1, 3), Outcome::Discard("x".into()), &b),
+            Completion::Dead { .. }
+        ));
     }
 
     #[test]
@@ -396,10 +410,15 @@ mod tests {
         let before = now_ms();
         let c = decide(
             &job(1, 3),
-            Outcome::RetryAfter { delay: Duration::from_secs(60), error: "later".into() },
+            Outcome::RetryAfter {
+                delay: Duration::from_secs(60),
+                error: "later".into(),
+            },
             &Backoff::default(),
         );
-        let Completion::Retry { at_ms, .. } = c else { panic!("expected retry, got {c:?}") };
+        let Completion::Retry { at_ms, .. } = c else {
+            panic!("expected retry, got {c:?}")
+        };
         assert!(at_ms >= before + 60_000 && at_ms <= now_ms() + 60_000);
     }
 }

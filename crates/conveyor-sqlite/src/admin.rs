@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    now_ms, Control, DeadLetter, DeadLetters, Error, Inspect, JobId, JobInfo, JobState, QueueStats, Stats,
+    now_ms, Control, DeadLetter, DeadLetters, Error, Inspect, JobId, JobInfo, JobState, QueueStats,
+    Stats,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -33,7 +34,11 @@ fn must_load(conn: &Connection, id: JobId) -> Result<JobInfo> {
 
 impl SqliteEngine {
     /// Runs one write statement with `args` and returns the number of rows it changed.
-    async fn write(&self, sql: &'static str, args: Vec<rusqlite::types::Value>) -> conveyor_core::Result<u64> {
+    async fn write(
+        &self,
+        sql: &'static str,
+        args: Vec<rusqlite::types::Value>,
+    ) -> conveyor_core::Result<u64> {
         let changed = self
             .store
             .run(move |conn| Ok(conn.execute(sql, rusqlite::params_from_iter(args))? as u64))
@@ -60,7 +65,10 @@ impl Inspect for SqliteEngine {
                     let state: JobState = row.get::<_, String>(1)?.parse()?;
                     let count: i64 = row.get(2)?;
                     if queues.last().map(|q| &q.queue) != Some(&queue) {
-                        queues.push(QueueStats { queue, ..QueueStats::default() });
+                        queues.push(QueueStats {
+                            queue,
+                            ..QueueStats::default()
+                        });
                     }
                     if let Some(last) = queues.last_mut() {
                         last.add(state, count as u64);
@@ -83,7 +91,10 @@ impl Control for SqliteEngine {
                 let job = must_load(&tx, id)?;
                 match job.state {
                     JobState::Running => {
-                        tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id.to_string()])?;
+                        tx.execute(
+                            "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+                            [id.to_string()],
+                        )?;
                     }
                     state if state.is_final() => {
                         return Err(Error::WrongState {
@@ -125,7 +136,8 @@ impl Control for SqliteEngine {
     }
 }
 
-const RETRY_DEAD: &str = "UPDATE jobs SET state = 'available', attempt = 0, run_at = ?1, finished_at = NULL, \
+const RETRY_DEAD: &str =
+    "UPDATE jobs SET state = 'available', attempt = 0, run_at = ?1, finished_at = NULL, \
      cancel_requested = 0, lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead'";
 
 #[async_trait]
@@ -181,6 +193,7 @@ impl DeadLetters for SqliteEngine {
     }
 
     async fn purge_dead(&self) -> conveyor_core::Result<u64> {
-        self.write("DELETE FROM jobs WHERE state = 'dead'", vec![]).await
+        self.write("DELETE FROM jobs WHERE state = 'dead'", vec![])
+            .await
     }
 }

@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn parses_path_and_options() {
-        let c = SqliteConfig::from_url("sqlite://data/jobs.db?synchronous=normal&lease=5s").unwrap();
+        let c =
+            SqliteConfig::from_url("sqlite://data/jobs.db?synchronous=normal&lease=5s").unwrap();
         assert_eq!(c.path, PathBuf::from("data/jobs.db"));
         assert_eq!(c.synchronous, Synchronous::Normal);
         assert_eq!(c.lease, Duration::from_secs(5));

@@ -39,7 +39,8 @@ impl Schedules for SqliteEngine {
         let entries = self
             .store
             .run(|conn| {
-                let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM cron_entries ORDER BY name"))?;
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM cron_entries ORDER BY name"))?;
                 let rows = stmt.query_map([], entry)?;
                 rows.map(|r| decode(r?)).collect()
             })
@@ -53,7 +54,8 @@ impl Schedules for SqliteEngine {
         entry.next_run_at = Some(next);
         entry.last_run_at = None;
         let stored = entry.clone();
-        let payload = serde_json::to_string(&entry.payload).map_err(|e| conveyor_core::Error::invalid("payload", e))?;
+        let payload = serde_json::to_string(&entry.payload)
+            .map_err(|e| conveyor_core::Error::invalid("payload", e))?;
         self.store
             .run(move |conn| {
                 conn.execute(
@@ -73,7 +75,9 @@ impl Schedules for SqliteEngine {
         let name = name.to_string();
         let removed = self
             .store
-            .run(move |conn| Ok(conn.execute("DELETE FROM cron_entries WHERE name = ?1", [name])? > 0))
+            .run(move |conn| {
+                Ok(conn.execute("DELETE FROM cron_entries WHERE name = ?1", [name])? > 0)
+            })
             .await?;
         Ok(removed)
     }

@@ -115,7 +115,11 @@ pub(crate) fn insert_jobs(
             job.ordering_key,
         ])?;
         out.push(if inserted == 1 {
-            Enqueued { id: job.id, state, duplicate: false }
+            Enqueued {
+                id: job.id,
+                state,
+                duplicate: false,
+            }
         } else {
             existing(tx, job)?
         });
@@ -143,7 +147,9 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
     for report in reports {
         let (state, give_back, run_at, error) = match &report.completion {
             Completion::Completed => (JobState::Completed, 0, None, None),
-            Completion::Retry { at_ms, error } => (JobState::Retryable, 0, Some(*at_ms), Some(error.as_str())),
+            Completion::Retry { at_ms, error } => {
+                (JobState::Retryable, 0, Some(*at_ms), Some(error.as_str()))
+            }
             Completion::Dead { error } => (JobState::Dead, 0, None, Some(error.as_str())),
             Completion::Cancelled => (JobState::Cancelled, 0, None, None),
             Completion::Released => (JobState::Available, 1, Some(now), None),
@@ -177,7 +183,8 @@ fn candidates(tx: &Transaction<'_>, queues: &[String], limit: usize) -> Result<V
     } else {
         // One indexed query per queue, merged here: an IN list would make SQLite sort every
         // available row of those queues.
-        let mut stmt = tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", "AND queue = ?2"))?;
+        let mut stmt =
+            tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", "AND queue = ?2"))?;
         for queue in queues {
             for row in stmt.query_map(params![limit as i64, queue], map)? {
                 found.push(row?);
@@ -220,10 +227,17 @@ fn exchange(
     if rescue {
         let rescued = tx.prepare_cached(RESCUE_EXPIRED)?.execute([now])?;
         if rescued > 0 {
-            tracing::warn!(rescued, "jobs with expired leases put back (a worker died or stalled)");
+            tracing::warn!(
+                rescued,
+                "jobs with expired leases put back (a worker died or stalled)"
+            );
         }
     }
-    let jobs = if fetch.limit > 0 { claim(&tx, fetch, lease_ms, now)? } else { Vec::new() };
+    let jobs = if fetch.limit > 0 {
+        claim(&tx, fetch, lease_ms, now)?
+    } else {
+        Vec::new()
+    };
     tx.commit()?;
     Ok(jobs)
 }
@@ -236,14 +250,19 @@ impl Engine for SqliteEngine {
 
     async fn enqueue(&self, job: NewJob) -> conveyor_core::Result<Enqueued> {
         let mut out = self.insert(vec![job]).await?;
-        out.pop().ok_or_else(|| conveyor_core::Error::Closed("insert returned nothing".into()))
+        out.pop()
+            .ok_or_else(|| conveyor_core::Error::Closed("insert returned nothing".into()))
     }
 
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> conveyor_core::Result<Vec<Enqueued>> {
         self.insert(jobs).await
     }
 
-    async fn exchange(&self, reports: Vec<Report>, fetch: &Fetch) -> conveyor_core::Result<Vec<Job>> {
+    async fn exchange(
+        &self,
+        reports: Vec<Report>,
+        fetch: &Fetch,
+    ) -> conveyor_core::Result<Vec<Job>> {
         let lease_ms = self.store.config.lease.as_millis() as i64;
         let now = now_ms();
         let last = self.last_rescue_ms.load(Ordering::Relaxed);
@@ -261,7 +280,11 @@ impl Engine for SqliteEngine {
         Ok(jobs)
     }
 
-    async fn heartbeat(&self, owner: &str, _running: &[JobId]) -> conveyor_core::Result<Vec<JobId>> {
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        _running: &[JobId],
+    ) -> conveyor_core::Result<Vec<JobId>> {
         let owner = owner.to_string();
         let lease_ms = self.store.config.lease.as_millis() as i64;
         let ids = self
@@ -289,9 +312,15 @@ impl Engine for SqliteEngine {
         self.store.config.lease / 3
     }
 
-    async fn set_progress(&self, owner: &str, id: JobId, progress: serde_json::Value) -> conveyor_core::Result<()> {
+    async fn set_progress(
+        &self,
+        owner: &str,
+        id: JobId,
+        progress: serde_json::Value,
+    ) -> conveyor_core::Result<()> {
         let owner = owner.to_string();
-        let text = serde_json::to_string(&progress).map_err(|e| conveyor_core::Error::invalid("progress", e))?;
+        let text = serde_json::to_string(&progress)
+            .map_err(|e| conveyor_core::Error::invalid("progress", e))?;
         let changed = self
             .store
             .run(move |conn| {

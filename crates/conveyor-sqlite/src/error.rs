@@ -13,7 +13,9 @@ pub enum SqliteError {
         message: String,
     },
     /// The file's schema is newer than this build knows.
-    #[error("database schema version {found} is newer than this conveyor ({known}); upgrade conveyor")]
+    #[error(
+        "database schema version {found} is newer than this conveyor ({known}); upgrade conveyor"
+    )]
     SchemaTooNew {
         /// Version found in the file.
         found: i64,

@@ -8,8 +8,9 @@ use crate::error::{Result, SqliteError};
 pub(crate) const SELECT_JOB: &str = include_str!("../sql/select_job.sql");
 
 pub(crate) fn job_id(text: &str) -> rusqlite::Result<JobId> {
-    text.parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Maps a row of `select_job.sql`.
@@ -59,7 +60,9 @@ pub(crate) fn leased_job(row: &Row<'_>) -> Result<Job> {
         payload: row.get(3)?,
         attempt: row.get(4)?,
         max_attempts: row.get(5)?,
-        timeout: row.get::<_, Option<i64>>(6)?.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+        timeout: row
+            .get::<_, Option<i64>>(6)?
+            .map(|ms| Duration::from_millis(ms.max(1) as u64)),
         backoff,
     })
 }

@@ -12,7 +12,9 @@ fn schema_of(path: &std::path::Path) -> String {
     let mut stmt = conn
         .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type DESC, name")
         .expect("prepare");
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).expect("query");
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("query");
     rows.map(|r| r.expect("row") + ";\n").collect()
 }
 
@@ -28,7 +30,9 @@ fn fresh_schema_matches_the_fixture() {
         "the schema changed: add a migration, then update tests/fixtures/schema.sql and docs/sqlite-schema.md"
     );
     let conn = Connection::open(&path).expect("open");
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
     assert_eq!(version, SCHEMA_VERSION);
 }
 
@@ -40,7 +44,8 @@ async fn rows_written_in_the_documented_format_are_read() {
     // A row exactly as docs/sqlite-schema.md describes it, written by plain SQL (another
     // producer, an older build).
     let conn = Connection::open(&path).expect("open");
-    conn.execute_batch(include_str!("fixtures/rows-v1.sql")).expect("insert fixture rows");
+    conn.execute_batch(include_str!("fixtures/rows-v1.sql"))
+        .expect("insert fixture rows");
     drop(conn);
     let engine = SqliteEngine::open_path(&path).expect("reopen");
     let id = "01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c7d".parse().expect("id");
@@ -57,5 +62,9 @@ async fn rows_written_in_the_documented_format_are_read() {
         .await
         .expect("lookup")
         .expect("malformed job");
-    assert_eq!(malformed.payload, serde_json::json!("{not json"), "a non-JSON payload is shown as text");
+    assert_eq!(
+        malformed.payload,
+        serde_json::json!("{not json"),
+        "a non-JSON payload is shown as text"
+    );
 }

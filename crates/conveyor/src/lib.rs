@@ -105,7 +105,8 @@ impl Conveyor {
 
     /// Deletes completed and cancelled jobs that finished more than `older_than` ago.
     pub async fn cleanup(&self, older_than: Duration) -> Result<u64> {
-        let age = chrono::Duration::from_std(older_than).map_err(|e| Error::invalid("older_than", e))?;
+        let age =
+            chrono::Duration::from_std(older_than).map_err(|e| Error::invalid("older_than", e))?;
         self.backend.cleanup(chrono::Utc::now() - age).await
     }
 
@@ -131,7 +132,8 @@ impl Conveyor {
         config: WorkerConfig,
         shutdown: impl Future<Output = impl Sized> + Send,
     ) -> Result<()> {
-        self.serve_worker(self.worker(registry, config), shutdown).await
+        self.serve_worker(self.worker(registry, config), shutdown)
+            .await
     }
 
     /// Like [`Conveyor::serve`] for a worker you built (for example after subscribing to its
@@ -144,9 +146,13 @@ impl Conveyor {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let schedules = self.backend.clone().as_schedules();
         let mut cron_stop = stop_rx.clone();
-        let cron = tokio::spawn(run_scheduler(schedules, Duration::from_secs(1), async move {
-            let _ = cron_stop.wait_for(|stop| *stop).await;
-        }));
+        let cron = tokio::spawn(run_scheduler(
+            schedules,
+            Duration::from_secs(1),
+            async move {
+                let _ = cron_stop.wait_for(|stop| *stop).await;
+            },
+        ));
         let mut worker_stop = stop_rx;
         let worker = worker.run(async move {
             let _ = worker_stop.wait_for(|stop| *stop).await;

@@ -12,24 +12,48 @@ use crate::{start, test_config, wait_for_state, Harness};
 pub async fn stats_are_true_and_purge_removes(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     for _ in 0..3 {
-        backend.enqueue(NewJob::new("noop", json!({})).queue("reports")).await.expect("enqueue");
+        backend
+            .enqueue(NewJob::new("noop", json!({})).queue("reports"))
+            .await
+            .expect("enqueue");
     }
     for _ in 0..2 {
-        let later = NewJob::new("noop", json!({})).queue("reports").run_in(Duration::from_secs(3600));
+        let later = NewJob::new("noop", json!({}))
+            .queue("reports")
+            .run_in(Duration::from_secs(3600));
         backend.enqueue(later).await.expect("enqueue");
     }
-    backend.enqueue(NewJob::new("noop", json!({})).queue("other")).await.expect("enqueue");
+    backend
+        .enqueue(NewJob::new("noop", json!({})).queue("other"))
+        .await
+        .expect("enqueue");
     let stats = backend.stats().await.expect("stats");
     let reports = stats.queue("reports").expect("reports queue");
-    assert_eq!((reports.available, reports.scheduled, reports.running), (3, 2, 0));
+    assert_eq!(
+        (reports.available, reports.scheduled, reports.running),
+        (3, 2, 0)
+    );
     assert_eq!(stats.queue("other").map(|q| q.available), Some(1));
     assert_eq!(backend.purge_queue("reports").await.expect("purge"), 5);
     let stats = backend.stats().await.expect("stats");
-    assert!(stats.queue("reports").is_none_or(|q| q.available + q.scheduled == 0), "{stats:?}");
-    assert_eq!(stats.queue("other").map(|q| q.available), Some(1), "other queues untouched");
+    assert!(
+        stats
+            .queue("reports")
+            .is_none_or(|q| q.available + q.scheduled == 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.queue("other").map(|q| q.available),
+        Some(1),
+        "other queues untouched"
+    );
     // The purged jobs never run.
     let worker = start(&backend, Registry::with_builtins(), test_config());
-    let marker = backend.enqueue(NewJob::new("noop", json!({})).queue("reports")).await.expect("enqueue").id;
+    let marker = backend
+        .enqueue(NewJob::new("noop", json!({})).queue("reports"))
+        .await
+        .expect("enqueue")
+        .id;
     wait_for_state(&backend, marker, JobState::Completed).await;
     worker.stop().await;
     let stats = backend.stats().await.expect("stats");
@@ -42,29 +66,65 @@ pub async fn cleanup_removes_old_finished_jobs(h: &dyn Harness) {
     let worker = start(&backend, Registry::with_builtins(), test_config());
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(backend.enqueue(NewJob::new("noop", json!({}))).await.expect("enqueue").id);
+        ids.push(
+            backend
+                .enqueue(NewJob::new("noop", json!({})))
+                .await
+                .expect("enqueue")
+                .id,
+        );
     }
     for id in &ids {
         wait_for_state(&backend, *id, JobState::Completed).await;
     }
     worker.stop().await;
-    let pending = backend.enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_secs(3600))).await.expect("enqueue").id;
-    assert_eq!(backend.cleanup(Utc::now() - chrono::Duration::hours(1)).await.expect("cleanup"), 0);
-    assert_eq!(backend.cleanup(Utc::now() + chrono::Duration::seconds(1)).await.expect("cleanup"), 3);
+    let pending = backend
+        .enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_secs(3600)))
+        .await
+        .expect("enqueue")
+        .id;
+    assert_eq!(
+        backend
+            .cleanup(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .expect("cleanup"),
+        0
+    );
+    assert_eq!(
+        backend
+            .cleanup(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .expect("cleanup"),
+        3
+    );
     assert!(backend.job(ids[0]).await.expect("lookup").is_none());
-    assert!(backend.job(pending).await.expect("lookup").is_some(), "unfinished jobs are kept");
+    assert!(
+        backend.job(pending).await.expect("lookup").is_some(),
+        "unfinished jobs are kept"
+    );
 }
 
 /// Every acknowledged enqueue is there for a new handle (a restarted process).
 pub async fn acknowledged_jobs_survive_reopening(h: &dyn Harness) {
     let site = h.site().await;
     let first = site.open().await;
-    let batch = (0..50).map(|i| NewJob::new("noop", json!({"i": i}))).collect();
-    let ids: Vec<_> = first.enqueue_batch(batch).await.expect("enqueue").into_iter().map(|e| e.id).collect();
+    let batch = (0..50)
+        .map(|i| NewJob::new("noop", json!({"i": i})))
+        .collect();
+    let ids: Vec<_> = first
+        .enqueue_batch(batch)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     drop(first);
     let second = site.open().await;
     for id in &ids {
-        assert!(second.job(*id).await.expect("lookup").is_some(), "job {id} lost");
+        assert!(
+            second.job(*id).await.expect("lookup").is_some(),
+            "job {id} lost"
+        );
     }
     let worker = start(&second, Registry::with_builtins(), test_config());
     for id in &ids {

@@ -51,7 +51,10 @@ pub async fn ordering_key_runs_one_at_a_time_in_order(h: &dyn Harness) {
             tokio::time::sleep(Duration::from_millis(5)).await;
             gate.leave();
             if step.n == 3 && ctx.attempt() == 1 {
-                return Outcome::RetryAfter { delay: Duration::from_millis(100), error: "transient".into() };
+                return Outcome::RetryAfter {
+                    delay: Duration::from_millis(100),
+                    error: "transient".into(),
+                };
             }
             Outcome::Complete
         }
@@ -61,14 +64,29 @@ pub async fn ordering_key_runs_one_at_a_time_in_order(h: &dyn Harness) {
         let job = NewJob::new("step", json!({"n": n})).ordering_key("account-7");
         ids.push(backend.enqueue(job).await.expect("enqueue").id);
     }
-    let worker = start(&backend, registry, WorkerConfig { concurrency: 8, ..test_config() });
+    let worker = start(
+        &backend,
+        registry,
+        WorkerConfig {
+            concurrency: 8,
+            ..test_config()
+        },
+    );
     for id in &ids {
         wait_for_state(&backend, *id, JobState::Completed).await;
     }
     worker.stop().await;
-    assert_eq!(overlap.max.load(Ordering::SeqCst), 1, "two jobs of one key ran at once");
+    assert_eq!(
+        overlap.max.load(Ordering::SeqCst),
+        1,
+        "two jobs of one key ran at once"
+    );
     let seen = order.lock().expect("lock").clone();
-    assert_eq!(seen, [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9], "job 3's retry must run before job 4");
+    assert_eq!(
+        seen,
+        [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9],
+        "job 3's retry must run before job 4"
+    );
 }
 
 /// Different ordering keys run in parallel.
@@ -88,33 +106,54 @@ pub async fn different_ordering_keys_run_in_parallel(h: &dyn Harness) {
     }));
     let mut ids = Vec::new();
     for key in ["a", "b", "c", "d"] {
-        ids.push(backend.enqueue(NewJob::new("slow", json!({})).ordering_key(key)).await.expect("enqueue").id);
+        ids.push(
+            backend
+                .enqueue(NewJob::new("slow", json!({})).ordering_key(key))
+                .await
+                .expect("enqueue")
+                .id,
+        );
     }
     let worker = start(&backend, registry, test_config());
     for id in &ids {
         wait_for_state(&backend, *id, JobState::Completed).await;
     }
     worker.stop().await;
-    assert!(overlap.max.load(Ordering::SeqCst) >= 2, "keys did not run in parallel");
+    assert!(
+        overlap.max.load(Ordering::SeqCst) >= 2,
+        "keys did not run in parallel"
+    );
 }
 
 /// The same idempotency key yields one job, from any handle, also after reopening.
 pub async fn idempotency_key_holds_across_handles(h: &dyn Harness) {
     let site = h.site().await;
     let (a, b) = (site.open().await, site.open().await);
-    let first = a.enqueue(NewJob::new("noop", json!({"v": 1})).idempotency_key("order-42")).await.expect("enqueue");
+    let first = a
+        .enqueue(NewJob::new("noop", json!({"v": 1})).idempotency_key("order-42"))
+        .await
+        .expect("enqueue");
     assert!(!first.duplicate);
-    let second = b.enqueue(NewJob::new("noop", json!({"v": 2})).idempotency_key("order-42")).await.expect("enqueue");
+    let second = b
+        .enqueue(NewJob::new("noop", json!({"v": 2})).idempotency_key("order-42"))
+        .await
+        .expect("enqueue");
     assert!(second.duplicate);
     assert_eq!(second.id, first.id);
     drop((a, b));
     let c = site.open().await;
-    let third = c.enqueue(NewJob::new("noop", json!({"v": 3})).idempotency_key("order-42")).await.expect("enqueue");
+    let third = c
+        .enqueue(NewJob::new("noop", json!({"v": 3})).idempotency_key("order-42"))
+        .await
+        .expect("enqueue");
     assert!(third.duplicate);
     assert_eq!(third.id, first.id);
     let stored = c.job(first.id).await.expect("lookup").expect("exists");
     assert_eq!(stored.payload, json!({"v": 1}), "the first payload wins");
-    let other = c.enqueue(NewJob::new("noop", json!({})).idempotency_key("order-43")).await.expect("enqueue");
+    let other = c
+        .enqueue(NewJob::new("noop", json!({})).idempotency_key("order-43"))
+        .await
+        .expect("enqueue");
     assert!(!other.duplicate);
 }
 
@@ -137,13 +176,29 @@ pub async fn priorities_run_high_first(h: &dyn Harness) {
     let order: Arc<Mutex<Vec<i32>>> = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::new();
     registry.register(super::recorder("prio", order.clone(), |ctx| {
-        serde_json::from_str::<serde_json::Value>(&ctx.job().payload).ok().and_then(|v| v["p"].as_i64()).unwrap_or(-1) as i32
+        serde_json::from_str::<serde_json::Value>(&ctx.job().payload)
+            .ok()
+            .and_then(|v| v["p"].as_i64())
+            .unwrap_or(-1) as i32
     }));
     let mut ids: Vec<JobId> = Vec::new();
     for p in [0, 0, 0, 10, 10, 10] {
-        ids.push(backend.enqueue(NewJob::new("prio", json!({"p": p})).priority(p)).await.expect("enqueue").id);
+        ids.push(
+            backend
+                .enqueue(NewJob::new("prio", json!({"p": p})).priority(p))
+                .await
+                .expect("enqueue")
+                .id,
+        );
     }
-    let worker = start(&backend, registry, WorkerConfig { concurrency: 1, ..test_config() });
+    let worker = start(
+        &backend,
+        registry,
+        WorkerConfig {
+            concurrency: 1,
+            ..test_config()
+        },
+    );
     for id in &ids {
         wait_for_state(&backend, *id, JobState::Completed).await;
     }

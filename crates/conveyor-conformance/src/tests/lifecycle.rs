@@ -8,7 +8,10 @@ use crate::{start, test_config, wait_for_state, Harness};
 /// A job runs once and completes.
 pub async fn completes_a_job(h: &dyn Harness) {
     let backend = h.site().await.open().await;
-    let job = backend.enqueue(NewJob::new("noop", json!({}))).await.expect("enqueue");
+    let job = backend
+        .enqueue(NewJob::new("noop", json!({})))
+        .await
+        .expect("enqueue");
     assert_eq!(job.state, JobState::Available);
     assert!(!job.duplicate);
     let worker = start(&backend, Registry::with_builtins(), test_config());
@@ -26,7 +29,10 @@ pub async fn retries_with_backoff_then_completes(h: &dyn Harness) {
     let worker = start(&backend, Registry::with_builtins(), test_config());
     let info = wait_for_state(&backend, id, JobState::Completed).await;
     assert_eq!(info.attempt, 3, "two failures, then success");
-    assert!(info.last_error.as_deref().unwrap_or("").contains("fail"), "{info:?}");
+    assert!(
+        info.last_error.as_deref().unwrap_or("").contains("fail"),
+        "{info:?}"
+    );
     worker.stop().await;
 }
 
@@ -40,7 +46,13 @@ pub async fn dead_letters_after_max_attempts_with_provenance(h: &dyn Harness) {
     let info = wait_for_state(&backend, id, JobState::Dead).await;
     worker.stop().await;
     assert_eq!(info.attempt, 2);
-    assert!(info.last_error.as_deref().unwrap_or("").contains("always fails"), "{info:?}");
+    assert!(
+        info.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("always fails"),
+        "{info:?}"
+    );
     assert!(info.errored_at.is_some());
     let dead = backend.list_dead(10).await.expect("list dead");
     assert_eq!(dead.len(), 1);
@@ -56,8 +68,14 @@ pub async fn dead_letters_after_max_attempts_with_provenance(h: &dyn Harness) {
 pub async fn discard_goes_straight_to_dead(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let mut registry = Registry::new();
-    registry.register(handler_fn("hopeless", |_| async { Outcome::Discard("account closed".into()) }));
-    let id = backend.enqueue(NewJob::new("hopeless", json!({})).max_attempts(10)).await.expect("enqueue").id;
+    registry.register(handler_fn("hopeless", |_| async {
+        Outcome::Discard("account closed".into())
+    }));
+    let id = backend
+        .enqueue(NewJob::new("hopeless", json!({})).max_attempts(10))
+        .await
+        .expect("enqueue")
+        .id;
     let worker = start(&backend, registry, test_config());
     let info = wait_for_state(&backend, id, JobState::Dead).await;
     worker.stop().await;
@@ -70,7 +88,13 @@ pub async fn dead_letter_retry_all_and_purge(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(backend.enqueue(NewJob::new("fail", json!({})).max_attempts(1)).await.expect("enqueue").id);
+        ids.push(
+            backend
+                .enqueue(NewJob::new("fail", json!({})).max_attempts(1))
+                .await
+                .expect("enqueue")
+                .id,
+        );
     }
     let worker = start(&backend, Registry::with_builtins(), test_config());
     for id in &ids {
@@ -95,10 +119,21 @@ pub async fn dead_letter_retry_all_and_purge(h: &dyn Harness) {
 pub async fn events_report_the_lifecycle(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let mut worker = start(&backend, Registry::with_builtins(), test_config());
-    let id = backend.enqueue(NewJob::new("fail", json!({"times": 1}))).await.expect("enqueue").id;
+    let id = backend
+        .enqueue(NewJob::new("fail", json!({"times": 1})))
+        .await
+        .expect("enqueue")
+        .id;
     let mut seen = Vec::new();
-    while seen.last().map(|e: &JobEvent| !matches!(e, JobEvent::Completed { .. })).unwrap_or(true) {
-        let event = tokio::time::timeout(crate::WAIT, worker.events.recv()).await.expect("event in time").expect("event");
+    while seen
+        .last()
+        .map(|e: &JobEvent| !matches!(e, JobEvent::Completed { .. }))
+        .unwrap_or(true)
+    {
+        let event = tokio::time::timeout(crate::WAIT, worker.events.recv())
+            .await
+            .expect("event in time")
+            .expect("event");
         assert_eq!(event.id(), id);
         seen.push(event);
     }

@@ -20,12 +20,23 @@ pub async fn scheduled_jobs_never_fire_early(h: &dyn Harness) {
     let run_at = job.run_at.expect("run_at set");
     let enqueued = backend.enqueue(job).await.expect("enqueue");
     assert_eq!(enqueued.state, JobState::Scheduled);
-    assert_eq!(backend.job(enqueued.id).await.expect("lookup").expect("exists").state, JobState::Scheduled);
+    assert_eq!(
+        backend
+            .job(enqueued.id)
+            .await
+            .expect("lookup")
+            .expect("exists")
+            .state,
+        JobState::Scheduled
+    );
     wait_for_state(&backend, enqueued.id, JobState::Completed).await;
     worker.stop().await;
     let at = started.lock().expect("lock")[0];
     // Stored times have millisecond precision.
-    assert!(at.timestamp_millis() >= run_at.timestamp_millis(), "started {at} before {run_at}");
+    assert!(
+        at.timestamp_millis() >= run_at.timestamp_millis(),
+        "started {at} before {run_at}"
+    );
 }
 
 /// A job cancelled before it starts never runs; finished and unknown jobs cannot be cancelled.
@@ -34,23 +45,39 @@ pub async fn cancel_before_start(h: &dyn Harness) {
     let ran = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::with_builtins();
     registry.register(super::recorder("tracked", ran.clone(), |ctx| ctx.id()));
-    let later = backend.enqueue(NewJob::new("tracked", json!({})).run_in(Duration::from_millis(300))).await.expect("enqueue");
+    let later = backend
+        .enqueue(NewJob::new("tracked", json!({})).run_in(Duration::from_millis(300)))
+        .await
+        .expect("enqueue");
     let info = backend.cancel(later.id).await.expect("cancel");
     assert_eq!(info.state, JobState::Cancelled);
-    let marker = backend.enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_millis(500))).await.expect("enqueue");
+    let marker = backend
+        .enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_millis(500)))
+        .await
+        .expect("enqueue");
     let worker = start(&backend, registry, test_config());
     wait_for_state(&backend, marker.id, JobState::Completed).await;
     worker.stop().await;
     assert!(ran.lock().expect("lock").is_empty(), "a cancelled job ran");
-    assert!(matches!(backend.cancel(marker.id).await, Err(Error::WrongState { .. })));
-    assert!(matches!(backend.cancel(conveyor_core::JobId::new()).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        backend.cancel(marker.id).await,
+        Err(Error::WrongState { .. })
+    ));
+    assert!(matches!(
+        backend.cancel(conveyor_core::JobId::new()).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// Cancelling a running job stops it at the worker's next heartbeat.
 pub async fn cancel_while_running(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let worker = start(&backend, Registry::with_builtins(), test_config());
-    let id = backend.enqueue(NewJob::new("sleep", json!({"ms": 60_000}))).await.expect("enqueue").id;
+    let id = backend
+        .enqueue(NewJob::new("sleep", json!({"ms": 60_000})))
+        .await
+        .expect("enqueue")
+        .id;
     wait_for_state(&backend, id, JobState::Running).await;
     backend.cancel(id).await.expect("cancel");
     let info = wait_for_state(&backend, id, JobState::Cancelled).await;
@@ -63,25 +90,39 @@ pub async fn cron_fires_each_tick_once_across_handles(h: &dyn Harness) {
     let site = h.site().await;
     let (a, b) = (site.open().await, site.open().await);
     let entry = a
-        .upsert_cron(CronEntry::new("every-second", "* * * * * *", "noop", json!({"from": "cron"})))
+        .upsert_cron(CronEntry::new(
+            "every-second",
+            "* * * * * *",
+            "noop",
+            json!({"from": "cron"}),
+        ))
         .await
         .expect("upsert");
     let first = entry.next_run_at.expect("next tick");
     assert!(matches!(
-        a.upsert_cron(CronEntry::new("bad", "every day", "noop", json!({}))).await,
+        a.upsert_cron(CronEntry::new("bad", "every day", "noop", json!({})))
+            .await,
         Err(Error::InvalidInput { field: "cron", .. })
     ));
     let mut fired = Vec::new();
     for tick in [first, first + chrono::Duration::seconds(1)] {
         let (x, y) = tokio::join!(a.fire_due_cron(tick), b.fire_due_cron(tick));
         let (x, y) = (x.expect("fire a"), y.expect("fire b"));
-        assert_eq!(x.len() + y.len(), 1, "tick {tick} fired {} times", x.len() + y.len());
+        assert_eq!(
+            x.len() + y.len(),
+            1,
+            "tick {tick} fired {} times",
+            x.len() + y.len()
+        );
         fired.extend(x.into_iter().chain(y));
     }
     let listed = b.list_cron().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert!(listed[0].next_run_at.expect("next") > first + chrono::Duration::seconds(1));
-    assert_eq!(listed[0].last_run_at.map(|t| t.timestamp()), Some(first.timestamp() + 1));
+    assert_eq!(
+        listed[0].last_run_at.map(|t| t.timestamp()),
+        Some(first.timestamp() + 1)
+    );
     for id in &fired {
         let job = a.job(*id).await.expect("lookup").expect("job exists");
         assert_eq!(job.kind, "noop");
@@ -107,12 +148,20 @@ pub async fn progress_is_visible_in_status(h: &dyn Harness) {
         }
     }));
     let worker = start(&backend, registry, test_config());
-    let id = backend.enqueue(NewJob::new("report", json!({}))).await.expect("enqueue").id;
+    let id = backend
+        .enqueue(NewJob::new("report", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
     let info = crate::wait_until(&backend, id, "showing progress", |i| i.progress.is_some()).await;
     assert_eq!(info.progress, Some(json!({"done": 50, "of": 100})));
     assert_eq!(info.state, JobState::Running);
     let _ = release_tx.send(true);
     let done = wait_for_state(&backend, id, JobState::Completed).await;
-    assert_eq!(done.progress, Some(json!({"done": 50, "of": 100})), "progress kept after completion");
+    assert_eq!(
+        done.progress,
+        Some(json!({"done": 50, "of": 100})),
+        "progress kept after completion"
+    );
     worker.stop().await;
 }

@@ -1,0 +1,331 @@
+//! `conveyor bench`: a built-in load generator. Every workload runs on fresh files beside the
+//! backend's database (same filesystem, same durability) and is compared with the raw SQLite
+//! ceiling measured in the same run.
+
+mod ceiling;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use conveyor::{
+    handler_fn, Conveyor, NewJob, Outcome, Registry, SqliteConfig, SqliteEngine, Synchronous,
+    WorkerConfig,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Which load to generate.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Enqueue N no-op jobs, then drain them with one worker.
+    BurnDown,
+    /// N sequential enqueue -> handler start round trips on an idle worker.
+    Latency,
+}
+
+/// Options of `conveyor bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Workloads to run (repeatable); default: burn-down and latency.
+    #[arg(long, value_enum)]
+    pub workload: Vec<Workload>,
+    /// Jobs per workload (default: 100000 for burn-down, 2000 for latency).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Worker concurrency for burn-down (also the ceiling loop's batch size).
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
+    /// Print one JSON object per workload on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One workload's figures (`--json` prints this).
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    workload: &'static str,
+    backend: String,
+    jobs: usize,
+    seconds: f64,
+    jobs_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    ceiling_jobs_per_s: f64,
+    ratio_to_ceiling: f64,
+    enqueue_jobs_per_s: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+/// Runs the chosen workloads against fresh files next to `backend_url`'s database.
+pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
+    let config = SqliteConfig::from_url(backend_url).map_err(conveyor::Error::from)?;
+    if args.concurrency == 0 {
+        bail!("invalid concurrency: must be at least 1");
+    }
+    let workloads = if args.workload.is_empty() {
+        vec![Workload::BurnDown, Workload::Latency]
+    } else {
+        args.workload.clone()
+    };
+    let dir = bench_dir(&config.path)?;
+    for workload in workloads {
+        let result = match workload {
+            Workload::BurnDown => {
+                burn_down(
+                    &config,
+                    dir.path(),
+                    args.jobs.unwrap_or(100_000),
+                    args.concurrency,
+                )
+                .await?
+            }
+            Workload::Latency => latency(&config, dir.path(), args.jobs.unwrap_or(2_000)).await?,
+        };
+        report(&result, args.json)?;
+    }
+    Ok(())
+}
+
+fn bench_dir(db: &Path) -> Result<tempfile::TempDir> {
+    let parent = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".conveyor-bench-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a bench folder in {}", parent.display()))
+}
+
+fn sync_name(config: &SqliteConfig) -> &'static str {
+    match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    }
+}
+
+fn open_fresh(config: &SqliteConfig, dir: &Path, name: &str) -> Result<(Conveyor, PathBuf)> {
+    let mut fresh = config.clone();
+    fresh.path = dir.join(name);
+    let engine = SqliteEngine::open(fresh.clone()).map_err(anyhow::Error::from)?;
+    Ok((Conveyor::from_backend(Arc::new(engine)), fresh.path))
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let style =
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(what.to_string());
+    bar
+}
+
+async fn burn_down(
+    config: &SqliteConfig,
+    dir: &Path,
+    jobs: usize,
+    concurrency: usize,
+) -> Result<BenchResult> {
+    let (conveyor, _) = open_fresh(config, dir, "burn-down.db")?;
+    let bar = progress(jobs, "enqueue");
+    let enqueue_started = Instant::now();
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(1000);
+        let batch = (0..n)
+            .map(|_| NewJob::new("noop", serde_json::json!({})))
+            .collect();
+        conveyor.dispatch_batch(batch).await?;
+        left -= n;
+        bar.inc(n as u64);
+    }
+    let enqueue_rate = jobs as f64 / enqueue_started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let mut registry = Registry::new();
+    registry.register(handler_fn("noop", move |_ctx| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { Outcome::Complete }
+    }));
+    let worker_config = WorkerConfig {
+        concurrency,
+        ..WorkerConfig::default()
+    };
+    let worker = conveyor.worker(registry, worker_config);
+    let bar = progress(jobs, "drain");
+    let started = Instant::now();
+    let finished = done.clone();
+    let watcher = bar.clone();
+    // The worker stops once every job ran; `run` returns after the last outcome is stored,
+    // so the time below includes making every completion durable.
+    worker
+        .run(async move {
+            while finished.load(Ordering::Relaxed) < jobs {
+                watcher.set_position(finished.load(Ordering::Relaxed) as u64);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let remaining = conveyor
+        .stats()
+        .await?
+        .queue("default")
+        .map_or(0, |q| q.available + q.running);
+    if remaining > 0 {
+        bail!("burn-down left {remaining} jobs unfinished");
+    }
+    let (ceiling_path, sync) = (dir.join("ceiling.db"), sync_name(config));
+    let ceiling = tokio::task::spawn_blocking(move || {
+        ceiling::burn_down(&ceiling_path, sync, jobs, concurrency)
+    })
+    .await??;
+    let rate = jobs as f64 / seconds;
+    Ok(BenchResult {
+        workload: "burn-down",
+        backend: describe(config),
+        jobs,
+        seconds,
+        jobs_per_s: rate,
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: None,
+        ceiling_jobs_per_s: ceiling,
+        ratio_to_ceiling: rate / ceiling,
+        enqueue_jobs_per_s: Some(enqueue_rate),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+async fn latency(config: &SqliteConfig, dir: &Path, jobs: usize) -> Result<BenchResult> {
+    let (conveyor, _) = open_fresh(config, dir, "latency.db")?;
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<Instant>();
+    let mut registry = Registry::new();
+    registry.register(handler_fn("bench_latency", move |_ctx| {
+        let _ = started_tx.send(Instant::now());
+        async { Outcome::Complete }
+    }));
+    let worker = conveyor.worker(
+        registry,
+        WorkerConfig {
+            concurrency: 4,
+            ..WorkerConfig::default()
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let bar = progress(jobs, "latency");
+    let mut samples = Vec::with_capacity(jobs);
+    let all = Instant::now();
+    for _ in 0..jobs {
+        let t0 = Instant::now();
+        conveyor
+            .dispatch(NewJob::new("bench_latency", serde_json::json!({})))
+            .await?;
+        let at = tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+            .await
+            .context("a job did not start within 10 s")?
+            .context("worker stopped")?;
+        samples.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+        bar.inc(1);
+    }
+    let seconds = all.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let _ = stop_tx.send(());
+    running.await??;
+    samples.sort_by(f64::total_cmp);
+    let (ceiling_path, sync) = (dir.join("ceiling-latency.db"), sync_name(config));
+    let ceiling =
+        tokio::task::spawn_blocking(move || ceiling::round_trip(&ceiling_path, sync, jobs))
+            .await??;
+    let rate = jobs as f64 / seconds;
+    Ok(BenchResult {
+        workload: "latency",
+        backend: describe(config),
+        jobs,
+        seconds,
+        jobs_per_s: rate,
+        p50_ms: Some(percentile(&samples, 0.50)),
+        p99_ms: Some(percentile(&samples, 0.99)),
+        max_ms: samples.last().copied(),
+        ceiling_jobs_per_s: ceiling,
+        ratio_to_ceiling: rate / ceiling,
+        enqueue_jobs_per_s: None,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+fn describe(config: &SqliteConfig) -> String {
+    format!(
+        "sqlite (synchronous={})",
+        sync_name(config).to_ascii_lowercase()
+    )
+}
+
+/// Peak resident memory of this process (Linux), for the "queue is not loaded into memory"
+/// target.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn report(result: &BenchResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(result)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {}: {} jobs in {:.2} s",
+        result.workload, result.backend, result.jobs, result.seconds
+    );
+    println!("  jobs/s            {:>12.0}", result.jobs_per_s);
+    if let (Some(p50), Some(p99), Some(max)) = (result.p50_ms, result.p99_ms, result.max_ms) {
+        println!("  latency ms        p50 {p50:.3}  p99 {p99:.3}  max {max:.3}");
+    }
+    if let Some(rate) = result.enqueue_jobs_per_s {
+        println!("  enqueue jobs/s    {rate:>12.0}");
+    }
+    println!(
+        "  raw sqlite jobs/s {:>12.0}  (ratio {:.2})",
+        result.ceiling_jobs_per_s, result.ratio_to_ceiling
+    );
+    if let Some(rss) = result.peak_rss_mb {
+        println!("  peak rss          {rss:>9.1} MB");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

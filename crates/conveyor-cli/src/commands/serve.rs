@@ -1,0 +1,149 @@
+//! `conveyor serve` (workers + cron scheduler) and `conveyor worker` (workers only).
+
+use std::future::Future;
+
+use conveyor::{Conveyor, Error, JobEvent, Registry, Worker, WorkerConfig};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Context;
+use crate::cli::{ServeArgs, WorkerArgs};
+
+/// Runs workers and the cron scheduler until `shutdown` resolves, after upserting the cron
+/// entries of the configuration file.
+pub async fn serve(
+    ctx: &Context,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let config = ctx
+        .config
+        .worker_config(&args.worker.queues, args.worker.concurrency)?;
+    let listen = args.listen.or_else(|| ctx.config.file.listen.clone());
+    if let Some(addr) = &listen {
+        check_listen(addr)?;
+    }
+    let conveyor = ctx.open().await?;
+    let entries = ctx.config.cron_entries();
+    for entry in &entries {
+        conveyor.schedule(entry.clone()).await?;
+    }
+    announce("serve", ctx, &config, &conveyor);
+    tracing::info!(
+        cron_entries = entries.len(),
+        "cron entries from the configuration upserted"
+    );
+    tracing::info!(
+        listen = listen.as_deref().unwrap_or("-"),
+        "the HTTP API is not served by this build yet; the listen address is recorded for it"
+    );
+    let worker = conveyor.worker(Registry::with_builtins(), config);
+    log_events(&worker);
+    conveyor.serve_worker(worker, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs workers (no cron scheduler, no HTTP) until `shutdown` resolves.
+pub async fn worker(
+    ctx: &Context,
+    args: WorkerArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let config = ctx
+        .config
+        .worker_config(&args.worker.queues, args.worker.concurrency)?;
+    let conveyor = ctx.open().await?;
+    announce("worker", ctx, &config, &conveyor);
+    let worker = conveyor.worker(Registry::with_builtins(), config);
+    log_events(&worker);
+    worker.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The startup line on stderr.
+fn announce(verb: &str, ctx: &Context, config: &WorkerConfig, conveyor: &Conveyor) {
+    let queues = if config.queues.is_empty() {
+        "*".to_string()
+    } else {
+        config.queues.join(",")
+    };
+    tracing::info!(
+        backend = %ctx.backend_url,
+        engine = conveyor.backend().name(),
+        queues = %queues,
+        concurrency = config.concurrency,
+        config = %ctx.config.path.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string()),
+        "conveyor {verb} starting"
+    );
+}
+
+/// Checks that `addr` looks like `HOST:PORT`.
+fn check_listen(addr: &str) -> Result<(), Error> {
+    let port = addr
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(()),
+        _ => Err(Error::invalid(
+            "listen",
+            format!("{addr:?} is not HOST:PORT (example: 127.0.0.1:7070)"),
+        )),
+    }
+}
+
+/// Logs the worker's job events: failures at warn, dead letters at error, the rest at debug.
+fn log_events(worker: &Worker) {
+    let mut events = worker.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => log_event(&event),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "job event log fell behind");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+fn log_event(event: &JobEvent) {
+    match event {
+        JobEvent::Started { id, kind, attempt } => {
+            tracing::debug!(job = %id, kind, attempt, "started");
+        }
+        JobEvent::Completed { id, kind, took } => {
+            tracing::debug!(job = %id, kind, took_ms = took.as_millis() as u64, "completed");
+        }
+        JobEvent::Failed {
+            id,
+            kind,
+            attempt,
+            error,
+        } => {
+            tracing::warn!(job = %id, kind, attempt, error, "attempt failed; will retry");
+        }
+        JobEvent::Dead { id, kind, error } => {
+            tracing::error!(job = %id, kind, error, "dead-lettered");
+        }
+        JobEvent::Cancelled { id, kind } => {
+            tracing::info!(job = %id, kind, "stopped while running (cancelled or released)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert!(check_listen("127.0.0.1:7070").is_ok());
+        assert!(check_listen("[::1]:80").is_ok());
+        assert!(check_listen("localhost:8080").is_ok());
+        assert!(check_listen("7070").is_err());
+        assert!(check_listen(":7070").is_err());
+        assert!(check_listen("host:http").is_err());
+    }
+}
