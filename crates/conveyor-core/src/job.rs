@@ -189,8 +189,12 @@ impl NewJob {
     }
     /// Runs the job `delay` from now.
     pub fn run_in(mut self, delay: Duration) -> Self {
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at = Some(Utc::now() + delay);
+        // A delay beyond what time can represent means "never before the end of time".
+        let at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.run_at = Some(at);
         self
     }
     /// Runs the job at `at` (a time in the past means now).
@@ -376,6 +380,8 @@ pub struct JobInfo {
     pub idempotency_key: Option<String>,
     /// Ordering key.
     pub ordering_key: Option<String>,
+    /// A user asked to cancel this running job; its worker stops it at the next heartbeat.
+    pub cancel_requested: bool,
 }
 
 impl JobInfo {

@@ -11,7 +11,7 @@ use crate::error::{Result, SqliteError};
 
 const COLUMNS: &str = "name, expr, kind, queue, payload, next_run_at, last_run_at";
 
-fn entry(row: &Row<'_>) -> rusqlite::Result<(CronEntry, String)> {
+fn entry_row(row: &Row<'_>) -> rusqlite::Result<(CronEntry, String)> {
     let payload: String = row.get(4)?;
     Ok((
         CronEntry {
@@ -41,31 +41,34 @@ impl Schedules for SqliteEngine {
             .run(|conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!("SELECT {COLUMNS} FROM cron_entries ORDER BY name"))?;
-                let rows = stmt.query_map([], entry)?;
+                let rows = stmt.query_map([], entry_row)?;
                 rows.map(|r| decode(r?)).collect()
             })
             .await?;
         Ok(entries)
     }
 
-    async fn upsert_cron(&self, mut entry: CronEntry) -> conveyor_core::Result<CronEntry> {
+    async fn upsert_cron(&self, entry: CronEntry) -> conveyor_core::Result<CronEntry> {
         let now = Utc::now();
         let next = entry.validate(now)?;
-        entry.next_run_at = Some(next);
-        entry.last_run_at = None;
-        let stored = entry.clone();
         let payload = serde_json::to_string(&entry.payload)
             .map_err(|e| conveyor_core::Error::invalid("payload", e))?;
-        self.store
+        let stored = self
+            .store
             .run(move |conn| {
+                // Re-saving an entry with the same expression (as `serve` does with its config
+                // at every start) keeps its next tick, so a tick missed while nothing ran
+                // still fires once.
                 conn.execute(
                     "INSERT INTO cron_entries (name, expr, kind, queue, payload, next_run_at, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (name) DO UPDATE SET expr = ?2, kind = ?3, queue = ?4, payload = ?5, next_run_at = ?6",
+                     ON CONFLICT (name) DO UPDATE SET expr = ?2, kind = ?3, queue = ?4, payload = ?5, \
+                     next_run_at = CASE WHEN expr = ?2 THEN next_run_at ELSE ?6 END",
                     params![entry.name, entry.expr, entry.kind, entry.queue, payload,
                             next.timestamp_millis(), now.timestamp_millis()],
                 )?;
-                Ok(())
+                let sql = format!("SELECT {COLUMNS} FROM cron_entries WHERE name = ?1");
+                decode(conn.query_row(&sql, [&entry.name], entry_row)?)
             })
             .await?;
         Ok(stored)
@@ -92,7 +95,7 @@ impl Schedules for SqliteEngine {
                     let mut stmt = tx.prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM cron_entries WHERE next_run_at <= ?1 ORDER BY name"
                     ))?;
-                    let rows = stmt.query_map([now.timestamp_millis()], entry)?;
+                    let rows = stmt.query_map([now.timestamp_millis()], entry_row)?;
                     rows.map(|r| decode(r?)).collect::<Result<_>>()?
                 };
                 let mut fired = Vec::new();

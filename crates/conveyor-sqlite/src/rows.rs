@@ -39,6 +39,7 @@ pub(crate) fn job_info(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
         payload: json_or_string(&payload),
         idempotency_key: row.get(14)?,
         ordering_key: row.get(15)?,
+        cancel_requested: row.get::<_, i64>(16)? != 0,
     })
 }
 

@@ -105,9 +105,26 @@ impl Conveyor {
 
     /// Deletes completed and cancelled jobs that finished more than `older_than` ago.
     pub async fn cleanup(&self, older_than: Duration) -> Result<u64> {
-        let age =
-            chrono::Duration::from_std(older_than).map_err(|e| Error::invalid("older_than", e))?;
-        self.backend.cleanup(chrono::Utc::now() - age).await
+        let before = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+            .ok_or_else(|| Error::invalid("older_than", format!("{older_than:?} is too long")))?;
+        self.backend.cleanup(before).await
+    }
+
+    /// Puts every dead job back with attempts reset; returns how many.
+    pub async fn retry_all_dead(&self) -> Result<u64> {
+        self.backend.retry_all_dead().await
+    }
+
+    /// Deletes every dead job; returns how many.
+    pub async fn purge_dead(&self) -> Result<u64> {
+        self.backend.purge_dead().await
+    }
+
+    /// Every recurring schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<CronEntry>> {
+        self.backend.list_cron().await
     }
 
     /// Adds or replaces a recurring schedule.

@@ -1,6 +1,6 @@
 //! `conveyor job`, `cancel`, `stats`, `purge` and `cleanup`.
 
-use conveyor::{Error, JobInfo, JobState, Stats};
+use conveyor::{Error, JobInfo, Stats};
 use serde_json::json;
 
 use super::Context;
@@ -65,7 +65,7 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
     let id = input::job_id(&args.id)?;
     let conveyor = ctx.open().await?;
     let info = conveyor.cancel(id).await?;
-    let requested = info.state == JobState::Running;
+    let requested = info.cancel_requested;
     if args.json {
         return output::json(&json!({
             "id": info.id,

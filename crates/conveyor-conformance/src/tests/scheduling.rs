@@ -79,7 +79,11 @@ pub async fn cancel_while_running(h: &dyn Harness) {
         .expect("enqueue")
         .id;
     wait_for_state(&backend, id, JobState::Running).await;
-    backend.cancel(id).await.expect("cancel");
+    let requested = backend.cancel(id).await.expect("cancel");
+    assert!(
+        requested.cancel_requested || requested.state == JobState::Cancelled,
+        "{requested:?}"
+    );
     let info = wait_for_state(&backend, id, JobState::Cancelled).await;
     assert!(info.finished_at.is_some());
     worker.stop().await;
@@ -99,6 +103,22 @@ pub async fn cron_fires_each_tick_once_across_handles(h: &dyn Harness) {
         .await
         .expect("upsert");
     let first = entry.next_run_at.expect("next tick");
+    // Saving the same entry again (as `serve` does at every start) keeps its next tick.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = a
+        .upsert_cron(CronEntry::new(
+            "every-second",
+            "* * * * * *",
+            "noop",
+            json!({"from": "cron"}),
+        ))
+        .await
+        .expect("upsert again");
+    assert_eq!(
+        again.next_run_at,
+        Some(first),
+        "re-saving moved the next tick"
+    );
     assert!(matches!(
         a.upsert_cron(CronEntry::new("bad", "every day", "noop", json!({})))
             .await,
