@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             idempotency_key_holds_across_handles,
             same_job_id_is_stored_once,
             priorities_run_high_first,
+            workers_take_only_their_queues,
             stats_are_true_and_purge_removes,
             handler_panic_is_an_error_not_a_crash,
             timeout_fails_the_attempt,

@@ -32,9 +32,10 @@ CREATE TABLE jobs (
 CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- Fetch order, for one queue and for all queues.
-CREATE INDEX jobs_fetch_queue ON jobs (state, queue, priority DESC, run_at, seq);
-CREATE INDEX jobs_fetch_all   ON jobs (state, priority DESC, run_at, seq);
+-- Fetch order, for one queue and for all queues. Partial: a job leaves these indexes when it is
+-- leased, so running and finished jobs cost the fetch path nothing.
+CREATE INDEX jobs_fetch_queue ON jobs (queue, priority DESC, run_at, seq) WHERE state = 'available';
+CREATE INDEX jobs_fetch_all   ON jobs (priority DESC, run_at, seq) WHERE state = 'available';
 
 -- Scheduled and retryable jobs coming due.
 CREATE INDEX jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retryable');

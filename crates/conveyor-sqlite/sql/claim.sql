@@ -1,5 +1,7 @@
--- Leases one candidate to a worker and starts its next attempt.
+-- Leases the chosen jobs to a worker and starts their next attempt, in one statement.
+-- {candidates} is claim_candidates.sql (all queues) or, when a worker serves a list of queues,
+-- the seqs picked per queue: SELECT value FROM json_each(:seqs).
 UPDATE jobs
-SET state = 'running', attempt = attempt + 1, lease_owner = ?2, lease_expires_at = ?3
-WHERE seq = ?1 AND state = 'available'
-RETURNING id, kind, queue, payload, attempt, max_attempts, timeout_ms, backoff
+SET state = 'running', attempt = attempt + 1, lease_owner = :owner, lease_expires_at = :expires
+WHERE state = 'available' AND seq IN ({candidates})
+RETURNING id, kind, queue, payload, attempt, max_attempts, timeout_ms, backoff, priority, run_at, seq

@@ -1,13 +1,13 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use conveyor_core::{
     now_ms, Completion, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Report,
 };
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{named_params, params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::Notify;
 
 use crate::config::SqliteConfig;
@@ -20,6 +20,31 @@ const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
 const CLAIM_CANDIDATES: &str = include_str!("../sql/claim_candidates.sql");
 const CLAIM: &str = include_str!("../sql/claim.sql");
 const RECORD_OUTCOME: &str = include_str!("../sql/record_outcome.sql");
+
+/// The statement text of a `.sql` file without its comment lines, for composing statements.
+fn body(sql: &str) -> String {
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Candidates of one queue, with their sort columns, for merging several queues.
+static CANDIDATES_OF_QUEUE: LazyLock<String> = LazyLock::new(|| {
+    body(CLAIM_CANDIDATES)
+        .replace("{columns}", "seq, priority, run_at")
+        .replace("{queue_filter}", "AND queue = :queue")
+});
+/// Claims the best candidates of every queue in one statement.
+static CLAIM_ANY_QUEUE: LazyLock<String> = LazyLock::new(|| {
+    let candidates = body(CLAIM_CANDIDATES)
+        .replace("{columns}", "seq")
+        .replace("{queue_filter}", "");
+    body(CLAIM).replace("{candidates}", &candidates)
+});
+/// Claims the given seqs (a JSON array).
+static CLAIM_SEQS: LazyLock<String> =
+    LazyLock::new(|| body(CLAIM).replace("{candidates}", "SELECT value FROM json_each(:seqs)"));
 
 /// How often expired leases are looked for (per process).
 const RESCUE_EVERY_MS: i64 = 1000;
@@ -163,6 +188,7 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
             run_at,
             error,
             now,
+            state.is_final(),
         ])?;
         if changed == 0 {
             tracing::warn!(job = %report.id, attempt = report.attempt,
@@ -172,46 +198,53 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
     Ok(())
 }
 
-fn candidates(tx: &Transaction<'_>, queues: &[String], limit: usize) -> Result<Vec<i64>> {
+/// Seqs of the best candidates across `queues`: one indexed query per queue, merged here (an
+/// IN list would make SQLite sort every available row of those queues).
+fn candidates_per_queue(tx: &Transaction<'_>, queues: &[String], limit: usize) -> Result<Vec<i64>> {
+    let mut stmt = tx.prepare_cached(&CANDIDATES_OF_QUEUE)?;
     let mut found: Vec<(i32, i64, i64)> = Vec::new();
-    let map = |r: &rusqlite::Row<'_>| Ok((r.get(1)?, r.get(2)?, r.get(0)?));
-    if queues.is_empty() {
-        let mut stmt = tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", ""))?;
-        for row in stmt.query_map(params![limit as i64], map)? {
+    for queue in queues {
+        let rows = stmt.query_map(
+            named_params! {":limit": limit as i64, ":queue": queue},
+            |r| Ok((r.get(1)?, r.get(2)?, r.get(0)?)),
+        )?;
+        for row in rows {
             found.push(row?);
         }
-    } else {
-        // One indexed query per queue, merged here: an IN list would make SQLite sort every
-        // available row of those queues.
-        let mut stmt =
-            tx.prepare_cached(&CLAIM_CANDIDATES.replace("{queue_filter}", "AND queue = ?2"))?;
-        for queue in queues {
-            for row in stmt.query_map(params![limit as i64, queue], map)? {
-                found.push(row?);
-            }
-        }
-        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        found.truncate(limit);
     }
-    Ok(found.into_iter().map(|(_, _, seq)| seq).collect())
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(found
+        .into_iter()
+        .take(limit)
+        .map(|(_, _, seq)| seq)
+        .collect())
 }
 
 fn claim(tx: &Transaction<'_>, fetch: &Fetch, lease_ms: i64, now: i64) -> Result<Vec<Job>> {
     tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-    let seqs = candidates(tx, &fetch.queues, fetch.limit)?;
-    let mut stmt = tx.prepare_cached(CLAIM)?;
-    let mut jobs = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        let job = stmt
-            .query_row(params![seq, fetch.owner, now + lease_ms], |row| {
-                Ok(crate::rows::leased_job(row))
-            })
-            .optional()?;
-        if let Some(job) = job {
-            jobs.push(job?);
+    let expires = now + lease_ms;
+    let mut claimed: Vec<(i32, i64, i64, Job)> = Vec::with_capacity(fetch.limit);
+    let mut collect = |rows: &mut rusqlite::Rows<'_>| -> Result<()> {
+        while let Some(row) = rows.next()? {
+            let job = crate::rows::leased_job(row)?;
+            claimed.push((row.get(8)?, row.get(9)?, row.get(10)?, job));
         }
+        Ok(())
+    };
+    if fetch.queues.is_empty() {
+        let mut stmt = tx.prepare_cached(&CLAIM_ANY_QUEUE)?;
+        let params = named_params! {":limit": fetch.limit as i64, ":owner": fetch.owner, ":expires": expires};
+        collect(&mut stmt.query(params)?)?;
+    } else {
+        let seqs = candidates_per_queue(tx, &fetch.queues, fetch.limit)?;
+        let seqs = serde_json::to_string(&seqs).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+        let mut stmt = tx.prepare_cached(&CLAIM_SEQS)?;
+        let params = named_params! {":seqs": seqs, ":owner": fetch.owner, ":expires": expires};
+        collect(&mut stmt.query(params)?)?;
     }
-    Ok(jobs)
+    // RETURNING gives no order: restore fetch order so the best jobs start first.
+    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(claimed.into_iter().map(|(_, _, _, job)| job).collect())
 }
 
 fn exchange(

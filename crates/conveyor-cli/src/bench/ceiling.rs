@@ -44,11 +44,14 @@ pub fn burn_down(path: &Path, synchronous: &str, jobs: usize, batch: usize) -> R
             }
             let mut claim = tx.prepare_cached(
                 "UPDATE raw_jobs SET state = 1 WHERE id IN \
-                 (SELECT id FROM raw_jobs WHERE state = 0 ORDER BY id LIMIT ?1) RETURNING id",
+                 (SELECT id FROM raw_jobs WHERE state = 0 ORDER BY id LIMIT ?1) RETURNING id, payload",
             )?;
-            let rows = claim.query_map([batch as i64], |r| r.get::<_, i64>(0))?;
-            for id in rows {
-                claimed.push(id?);
+            // The payload is read too: a worker cannot run a job without it.
+            let rows = claim.query_map([batch as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                claimed.push(row?.0);
             }
         }
         tx.commit()?;

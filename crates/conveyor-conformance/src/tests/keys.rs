@@ -205,3 +205,46 @@ pub async fn priorities_run_high_first(h: &dyn Harness) {
     worker.stop().await;
     assert_eq!(*order.lock().expect("lock"), [10, 10, 10, 0, 0, 0]);
 }
+
+/// A worker serving a list of queues takes jobs from those queues only, best priority first.
+pub async fn workers_take_only_their_queues(h: &dyn Harness) {
+    let backend = h.site().await.open().await;
+    let order: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    registry.register(super::recorder("mark", order.clone(), |ctx| {
+        ctx.job().queue.clone()
+    }));
+    let mut wanted = Vec::new();
+    for (queue, priority) in [("mail", 0), ("sms", 5), ("mail", 9)] {
+        let job = NewJob::new("mark", json!({}))
+            .queue(queue)
+            .priority(priority);
+        wanted.push(backend.enqueue(job).await.expect("enqueue").id);
+    }
+    let other = backend
+        .enqueue(NewJob::new("mark", json!({})).queue("reports").priority(99))
+        .await
+        .expect("enqueue")
+        .id;
+    let config = WorkerConfig {
+        concurrency: 1,
+        queues: vec!["mail".into(), "sms".into()],
+        ..test_config()
+    };
+    let worker = start(&backend, registry, config);
+    for id in &wanted {
+        wait_for_state(&backend, *id, JobState::Completed).await;
+    }
+    worker.stop().await;
+    assert_eq!(
+        *order.lock().expect("lock"),
+        ["mail", "sms", "mail"],
+        "priority 9, 5, 0 across both queues"
+    );
+    let untouched = backend.job(other).await.expect("lookup").expect("exists");
+    assert_eq!(
+        untouched.state,
+        JobState::Available,
+        "a queue the worker does not serve was taken"
+    );
+}
