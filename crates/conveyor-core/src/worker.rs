@@ -159,6 +159,7 @@ impl Loop {
                 let reports = std::mem::take(&mut self.pending);
                 match engine.exchange(reports.clone(), &fetch).await {
                     Ok(jobs) => {
+                        tracing::trace!(reported = reports.len(), fetched = jobs.len(), "exchange");
                         error_delay = Duration::from_millis(50);
                         for job in jobs {
                             self.start(job);

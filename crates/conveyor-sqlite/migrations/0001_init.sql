@@ -40,8 +40,9 @@ CREATE INDEX jobs_fetch_all   ON jobs (priority DESC, run_at, seq) WHERE state =
 -- Scheduled and retryable jobs coming due.
 CREATE INDEX jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retryable');
 
--- Leases to renew or rescue.
-CREATE INDEX jobs_leases ON jobs (lease_owner, lease_expires_at) WHERE state = 'running';
+-- Leases to renew, record or rescue: every running job (at most the sum of all workers'
+-- concurrency), so scanning it for one owner is cheap and the key stays small.
+CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
 
 -- The unfinished jobs of each ordering key, in enqueue order.
 CREATE INDEX jobs_ordering ON jobs (ordering_key, seq)

@@ -20,6 +20,7 @@ const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
 const CLAIM_CANDIDATES: &str = include_str!("../sql/claim_candidates.sql");
 const CLAIM: &str = include_str!("../sql/claim.sql");
 const RECORD_OUTCOME: &str = include_str!("../sql/record_outcome.sql");
+const RECORD_COMPLETED: &str = include_str!("../sql/record_completed.sql");
 
 /// The statement text of a `.sql` file without its comment lines, for composing statements.
 fn body(sql: &str) -> String {
@@ -168,8 +169,22 @@ fn existing(tx: &Transaction<'_>, job: &NewJob) -> Result<Enqueued> {
 }
 
 fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Result<()> {
+    let (completed, others): (Vec<&Report>, Vec<&Report>) = reports
+        .iter()
+        .partition(|r| r.completion == Completion::Completed);
+    let mut stored = 0;
+    if !completed.is_empty() {
+        let done: Vec<(String, u32)> = completed
+            .iter()
+            .map(|r| (r.id.to_string(), r.attempt))
+            .collect();
+        let done = serde_json::to_string(&done).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+        stored += tx
+            .prepare_cached(RECORD_COMPLETED)?
+            .execute(named_params! {":now": now, ":owner": owner, ":done": done})?;
+    }
     let mut stmt = tx.prepare_cached(RECORD_OUTCOME)?;
-    for report in reports {
+    for report in others {
         let (state, give_back, run_at, error) = match &report.completion {
             Completion::Completed => (JobState::Completed, 0, None, None),
             Completion::Retry { at_ms, error } => {
@@ -179,7 +194,7 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
             Completion::Cancelled => (JobState::Cancelled, 0, None, None),
             Completion::Released => (JobState::Available, 1, Some(now), None),
         };
-        let changed = stmt.execute(params![
+        stored += stmt.execute(params![
             report.id.to_string(),
             owner,
             report.attempt,
@@ -190,10 +205,12 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
             now,
             state.is_final(),
         ])?;
-        if changed == 0 {
-            tracing::warn!(job = %report.id, attempt = report.attempt,
-                "outcome not stored: the lease was lost (the job was rescued and may run again)");
-        }
+    }
+    if stored < reports.len() {
+        tracing::warn!(
+            lost = reports.len() - stored,
+            "outcomes not stored: the lease was lost (those jobs were rescued and may run again)"
+        );
     }
     Ok(())
 }
