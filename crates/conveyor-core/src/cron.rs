@@ -64,6 +64,28 @@ pub fn next_fire_after(expr: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>
         .map_err(|e| Error::invalid("cron", format!("{expr:?} has no next tick: {e}")))
 }
 
+/// Fires due cron entries every `tick` until `shutdown` resolves. Safe to run in several
+/// processes at once: [`crate::Schedules::fire_due_cron`] fires each tick once.
+pub async fn run_scheduler(
+    schedules: std::sync::Arc<dyn crate::Schedules>,
+    tick: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = interval.tick() => {
+                if let Err(err) = schedules.fire_due_cron(Utc::now()).await {
+                    tracing::warn!(error = %err, "cron tick failed; will retry");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,27 +111,5 @@ mod tests {
             matches!(err, Error::InvalidInput { field: "cron", .. }),
             "{err}"
         );
-    }
-}
-
-/// Fires due cron entries every `tick` until `shutdown` resolves. Safe to run in several
-/// processes at once: [`crate::Schedules::fire_due_cron`] fires each tick once.
-pub async fn run_scheduler(
-    schedules: std::sync::Arc<dyn crate::Schedules>,
-    tick: std::time::Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) {
-    tokio::pin!(shutdown);
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = interval.tick() => {
-                if let Err(err) = schedules.fire_due_cron(Utc::now()).await {
-                    tracing::warn!(error = %err, "cron tick failed; will retry");
-                }
-            }
-        }
     }
 }
