@@ -261,7 +261,8 @@ impl NewJob {
     }
 }
 
-fn check_name(field: &'static str, value: &str) -> Result<()> {
+/// Checks a kind or queue name: 1-128 characters of letters, digits, `_ - . : /`.
+pub fn check_name(field: &'static str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
         && value

@@ -22,8 +22,8 @@ pub use error::{Error, Result};
 pub use events::JobEvent;
 pub use handler::{handler_fn, Handler, JobContext, Outcome, Registry};
 pub use job::{
-    now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo, JobState, NewJob, QueueStats,
-    Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
+    check_name, now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo, JobState, NewJob,
+    QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
 };
 pub use retry::Backoff;
 pub use worker::{Worker, WorkerConfig};

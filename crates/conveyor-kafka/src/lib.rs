@@ -1,0 +1,15 @@
+//! Conveyor's Kafka engine, part one: the job's wire format on Kafka ([`envelope`]), the
+//! decoders that let plain producers in any language publish jobs ([`ingest`]), and the topic
+//! layout ([`topics`]). The consumer-group engine builds on these.
+//!
+//! Everything here is pure (no broker connection), so the formats are guarded by fixture tests.
+
+pub mod envelope;
+mod error;
+pub mod ingest;
+pub mod topics;
+
+pub use envelope::{Envelope, Headers, Record};
+pub use error::DecodeError;
+pub use ingest::{Format, IngestDecoder, Zone};
+pub use topics::TopicLayout;
