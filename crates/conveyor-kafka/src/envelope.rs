@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use conveyor_core::{Backoff, JobId, NewJob};
 
-use crate::DecodeError;
+use crate::Error;
 
 /// Record headers, in order, as (name, value) pairs.
 pub type Headers = Vec<(String, Vec<u8>)>;
@@ -27,9 +27,9 @@ pub struct Record {
 
 impl Record {
     /// The first header called `name`, as text.
-    pub fn header(&self, name: &str) -> Option<Result<&str, DecodeError>> {
+    pub fn header(&self, name: &str) -> Option<Result<&str, Error>> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| {
-            std::str::from_utf8(v).map_err(|_| DecodeError::invalid(name, "header is not UTF-8"))
+            std::str::from_utf8(v).map_err(|_| Error::invalid(name, "header is not UTF-8"))
         })
     }
 }
@@ -192,27 +192,25 @@ impl Envelope {
     }
 
     /// Decodes a Conveyor record. `default_queue` applies when the queue header is absent.
-    pub fn from_record(record: &Record, default_queue: &str) -> Result<Self, DecodeError> {
+    pub fn from_record(record: &Record, default_queue: &str) -> Result<Self, Error> {
         match record.header(header::VERSION).transpose()? {
             Some(VERSION) => {}
-            Some(other) => return Err(DecodeError::Version(other.to_string())),
-            None => return Err(DecodeError::Missing(header::VERSION)),
+            Some(other) => return Err(Error::Version(other.to_string())),
+            None => return Err(Error::Missing(header::VERSION)),
         }
         let text = |name: &'static str| record.header(name).transpose();
-        let required = |name: &'static str| text(name)?.ok_or(DecodeError::Missing(name));
+        let required = |name: &'static str| text(name)?.ok_or(Error::Missing(name));
         let id = required(header::ID)?;
         let id = id
             .parse::<JobId>()
-            .map_err(|_| DecodeError::invalid(header::ID, format!("{id:?} is not a UUID")))?;
+            .map_err(|_| Error::invalid(header::ID, format!("{id:?} is not a UUID")))?;
         let kind = required(header::KIND)?.to_string();
-        conveyor_core::check_name("kind", &kind)
-            .map_err(|e| DecodeError::invalid(header::KIND, e))?;
+        conveyor_core::check_name("kind", &kind).map_err(|e| Error::invalid(header::KIND, e))?;
         let queue = text(header::QUEUE)?.unwrap_or(default_queue).to_string();
         let payload = payload_text(record)?;
         let backoff = text(header::BACKOFF)?
             .map(|b| {
-                serde_json::from_str::<Backoff>(b)
-                    .map_err(|e| DecodeError::invalid(header::BACKOFF, e))
+                serde_json::from_str::<Backoff>(b).map_err(|e| Error::invalid(header::BACKOFF, e))
             })
             .transpose()?;
         Ok(Envelope {
@@ -236,21 +234,17 @@ impl Envelope {
 }
 
 /// The record value as JSON text; an absent value is `null`.
-pub(crate) fn payload_text(record: &Record) -> Result<String, DecodeError> {
+pub(crate) fn payload_text(record: &Record) -> Result<String, Error> {
     let Some(value) = &record.value else {
         return Ok("null".to_string());
     };
-    let text =
-        std::str::from_utf8(value).map_err(|e| DecodeError::NotJson(format!("not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(value).map_err(|e| Error::NotJson(format!("not UTF-8: {e}")))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        .map_err(|e| Error::NotJson(e.to_string()))?;
     Ok(text.to_string())
 }
 
-fn number<T: std::str::FromStr>(
-    record: &Record,
-    name: &'static str,
-) -> Result<Option<T>, DecodeError>
+fn number<T: std::str::FromStr>(record: &Record, name: &'static str) -> Result<Option<T>, Error>
 where
     T::Err: std::fmt::Display,
 {
@@ -260,7 +254,7 @@ where
         .map(|v| {
             v.trim()
                 .parse::<T>()
-                .map_err(|e| DecodeError::invalid(name, format!("{v:?}: {e}")))
+                .map_err(|e| Error::invalid(name, format!("{v:?}: {e}")))
         })
         .transpose()
 }

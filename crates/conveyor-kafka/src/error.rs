@@ -1,7 +1,7 @@
-/// Why a record could not be turned into a job. The message names the field, so the
-/// dead-letter entry tells the producer exactly what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+/// Errors of the Kafka engine. The decode variants say why a record could not be turned into a
+/// job; their message names the field, so the dead-letter entry tells the producer what to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
     /// The value is not JSON (or not UTF-8).
     #[error("record value is not valid JSON: {0}")]
     NotJson(String),
@@ -22,11 +22,34 @@ pub enum DecodeError {
     /// The envelope version is newer than this build understands.
     #[error("envelope version {0} is not supported (this build reads version 1)")]
     Version(String),
+    /// The Kafka client failed (broker unreachable, delivery timed out, ...).
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    /// The broker refused to create a topic.
+    #[error("cannot create topic {topic}: {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        reason: String,
+    },
 }
 
-impl DecodeError {
+impl From<Error> for conveyor_core::Error {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid { ref field, .. } if field == "backend" => {
+                conveyor_core::Error::invalid("backend", err)
+            }
+            Error::Client(_) | Error::Topic { .. } => conveyor_core::Error::storage(err),
+            other => conveyor_core::Error::invalid("record", other),
+        }
+    }
+}
+
+impl Error {
     pub(crate) fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        DecodeError::Invalid {
+        Error::Invalid {
             field: field.into(),
             message: message.to_string(),
         }

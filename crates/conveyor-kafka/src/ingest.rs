@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, Record};
-use crate::DecodeError;
+use crate::Error;
 
 /// Namespace of the UUID v5 ids derived from producers' ids that are not UUIDs, so the same
 /// producer id always maps to the same job id (a producer's retry runs once).
@@ -30,14 +30,14 @@ pub enum Format {
 }
 
 impl FromStr for Format {
-    type Err = DecodeError;
-    fn from_str(s: &str) -> Result<Self, DecodeError> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "conveyor" | "envelope" => Ok(Format::Conveyor),
             "event" => Ok(Format::Event),
             "schedule-request" => Ok(Format::ScheduleRequest),
             "auto" => Ok(Format::Auto),
-            _ => Err(DecodeError::invalid(
+            _ => Err(Error::invalid(
                 "format",
                 format!("{s:?} (known: conveyor, event, schedule-request, auto)"),
             )),
@@ -57,8 +57,8 @@ pub enum Zone {
 }
 
 impl FromStr for Zone {
-    type Err = DecodeError;
-    fn from_str(s: &str) -> Result<Self, DecodeError> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "local" => Ok(Zone::Local),
             "UTC" | "utc" | "Z" => Ok(Zone::Fixed(Utc.fix())),
@@ -67,7 +67,7 @@ impl FromStr for Zone {
                     return Ok(Zone::Fixed(offset));
                 }
                 s.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
-                    DecodeError::invalid(
+                    Error::invalid(
                         "timezone",
                         format!("{s:?} is not local, UTC, +HH:MM or an IANA zone"),
                     )
@@ -119,7 +119,7 @@ impl IngestDecoder {
     }
 
     /// Decodes one record; `now_ms` stands in for absent enqueue times.
-    pub fn decode(&self, record: &Record, now_ms: i64) -> Result<Envelope, DecodeError> {
+    pub fn decode(&self, record: &Record, now_ms: i64) -> Result<Envelope, Error> {
         match self.format {
             Format::Conveyor => Envelope::from_record(record, &self.queue),
             Format::Event => self.event(&object(record)?, now_ms),
@@ -128,7 +128,7 @@ impl IngestDecoder {
         }
     }
 
-    fn auto(&self, record: &Record, now_ms: i64) -> Result<Envelope, DecodeError> {
+    fn auto(&self, record: &Record, now_ms: i64) -> Result<Envelope, Error> {
         if Envelope::is_envelope(record) {
             return Envelope::from_record(record, &self.queue);
         }
@@ -142,37 +142,31 @@ impl IngestDecoder {
             self.event(&obj, now_ms)
         } else {
             let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-            Err(DecodeError::UnknownShape(format!(
+            Err(Error::UnknownShape(format!(
                 "keys {keys:?} match neither an event {{id, type, data, timestamp}} nor a schedule request \
                  {{requestId, appName, scheduledTime, priority, idempotencyKey, jobData}}, and the record has no conveyor-version header"
             )))
         }
     }
 
-    fn event(&self, obj: &Map<String, Value>, now_ms: i64) -> Result<Envelope, DecodeError> {
-        let id = job_id(string(obj, "id")?.ok_or(DecodeError::Missing("id"))?);
+    fn event(&self, obj: &Map<String, Value>, now_ms: i64) -> Result<Envelope, Error> {
+        let id = job_id(string(obj, "id")?.ok_or(Error::Missing("id"))?);
         let kind = kind(obj, "type")?;
-        let payload = obj.get("data").ok_or(DecodeError::Missing("data"))?;
+        let payload = obj.get("data").ok_or(Error::Missing("data"))?;
         let enqueued_at = match string(obj, "timestamp")? {
             Some(ts) => DateTime::parse_from_rfc3339(ts)
-                .map_err(|e| {
-                    DecodeError::invalid("timestamp", format!("{ts:?} is not RFC 3339: {e}"))
-                })?
+                .map_err(|e| Error::invalid("timestamp", format!("{ts:?} is not RFC 3339: {e}")))?
                 .timestamp_millis(),
             None => now_ms,
         };
         Ok(self.envelope(id, kind, payload, enqueued_at))
     }
 
-    fn schedule_request(
-        &self,
-        obj: &Map<String, Value>,
-        now_ms: i64,
-    ) -> Result<Envelope, DecodeError> {
+    fn schedule_request(&self, obj: &Map<String, Value>, now_ms: i64) -> Result<Envelope, Error> {
         let id = string(obj, "requestId")?.map_or_else(JobId::new, job_id);
         let kind = kind(obj, "appName")?;
-        let payload = obj.get("jobData").ok_or(DecodeError::Missing("jobData"))?;
-        let at = string(obj, "scheduledTime")?.ok_or(DecodeError::Missing("scheduledTime"))?;
+        let payload = obj.get("jobData").ok_or(Error::Missing("jobData"))?;
+        let at = string(obj, "scheduledTime")?.ok_or(Error::Missing("scheduledTime"))?;
         let mut envelope = self.envelope(id, kind, payload, now_ms);
         envelope.not_before = Some(self.scheduled_time(at)?).filter(|t| *t > now_ms);
         envelope.priority = match string(obj, "priority")?
@@ -183,7 +177,7 @@ impl IngestDecoder {
             Some("high") => 10,
             Some("low") => -10,
             Some(other) => {
-                return Err(DecodeError::invalid(
+                return Err(Error::invalid(
                     "priority",
                     format!("{other:?} (expected high, normal or low)"),
                 ))
@@ -193,20 +187,18 @@ impl IngestDecoder {
         Ok(envelope)
     }
 
-    fn scheduled_time(&self, at: &str) -> Result<i64, DecodeError> {
+    fn scheduled_time(&self, at: &str) -> Result<i64, Error> {
         if let Ok(t) = DateTime::parse_from_rfc3339(at) {
             return Ok(t.timestamp_millis());
         }
         let naive = NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f")
             .or_else(|_| NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M"))
-            .map_err(|e| {
-                DecodeError::invalid("scheduledTime", format!("{at:?} is not ISO-8601: {e}"))
-            })?;
+            .map_err(|e| Error::invalid("scheduledTime", format!("{at:?} is not ISO-8601: {e}")))?;
         self.zone
             .resolve(naive)
             .map(|t| t.timestamp_millis())
             .ok_or_else(|| {
-                DecodeError::invalid(
+                Error::invalid(
                     "scheduledTime",
                     format!("{at:?} does not exist in zone {:?}", self.zone),
                 )
@@ -233,15 +225,15 @@ impl IngestDecoder {
     }
 }
 
-fn object(record: &Record) -> Result<Map<String, Value>, DecodeError> {
+fn object(record: &Record) -> Result<Map<String, Value>, Error> {
     let text = crate::envelope::payload_text(record)?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(obj)) => Ok(obj),
-        Ok(other) => Err(DecodeError::UnknownShape(format!(
+        Ok(other) => Err(Error::UnknownShape(format!(
             "expected a JSON object, got {}",
             kind_of(&other)
         ))),
-        Err(e) => Err(DecodeError::NotJson(e.to_string())),
+        Err(e) => Err(Error::NotJson(e.to_string())),
     }
 }
 
@@ -256,23 +248,20 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn string<'a>(
-    obj: &'a Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<&'a str>, DecodeError> {
+fn string<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, Error> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(DecodeError::invalid(
+        Some(other) => Err(Error::invalid(
             field,
             format!("expected a string, got {}", kind_of(other)),
         )),
     }
 }
 
-fn kind(obj: &Map<String, Value>, field: &'static str) -> Result<String, DecodeError> {
-    let kind = string(obj, field)?.ok_or(DecodeError::Missing(field))?;
-    conveyor_core::check_name("kind", kind).map_err(|e| DecodeError::invalid(field, e))?;
+fn kind(obj: &Map<String, Value>, field: &'static str) -> Result<String, Error> {
+    let kind = string(obj, field)?.ok_or(Error::Missing(field))?;
+    conveyor_core::check_name("kind", kind).map_err(|e| Error::invalid(field, e))?;
     Ok(kind.to_string())
 }
 

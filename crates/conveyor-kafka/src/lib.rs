@@ -4,12 +4,17 @@
 //!
 //! Everything here is pure (no broker connection), so the formats are guarded by fixture tests.
 
+mod config;
 pub mod envelope;
 mod error;
 pub mod ingest;
+pub mod offsets;
+pub mod producer;
+mod state;
 pub mod topics;
 
+pub use config::{Compression, KafkaConfig};
 pub use envelope::{Envelope, Headers, Record};
-pub use error::DecodeError;
+pub use error::Error;
 pub use ingest::{Format, IngestDecoder, Zone};
 pub use topics::TopicLayout;

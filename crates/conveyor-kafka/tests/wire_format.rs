@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use conveyor_core::{Backoff, JobId, NewJob};
-use conveyor_kafka::{DecodeError, Envelope, Format, IngestDecoder, Record, Zone};
+use conveyor_kafka::{Envelope, Error, Format, IngestDecoder, Record, Zone};
 use serde_json::{json, Value};
 
 fn fixture_record(text: &str) -> Record {
@@ -99,13 +99,13 @@ fn envelope_errors_name_the_header() {
     record.headers[0].1 = b"2".to_vec();
     assert_eq!(
         Envelope::from_record(&record, "q"),
-        Err(DecodeError::Version("2".into()))
+        Err(Error::Version("2".into()))
     );
     let mut record = fixture_record(include_str!("fixtures/envelope-v1.json"));
     record.headers.retain(|(n, _)| n != "conveyor-kind");
     assert_eq!(
         Envelope::from_record(&record, "q"),
-        Err(DecodeError::Missing("conveyor-kind"))
+        Err(Error::Missing("conveyor-kind"))
     );
     let mut record = fixture_record(include_str!("fixtures/envelope-v1.json"));
     record.headers[4].1 = b"many".to_vec();
@@ -115,7 +115,7 @@ fn envelope_errors_name_the_header() {
     record.value = Some(b"{not json".to_vec());
     assert!(matches!(
         Envelope::from_record(&record, "q"),
-        Err(DecodeError::NotJson(_))
+        Err(Error::NotJson(_))
     ));
 }
 

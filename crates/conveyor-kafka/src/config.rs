@@ -1,0 +1,170 @@
+//! Settings of the Kafka engine, parsed from `kafka://HOST:PORT[,HOST:PORT][?option=value&...]`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::topics::TopicLayout;
+use crate::Error;
+
+/// Compression of produced records (the seeds' choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4 (the default: cheap and effective on JSON).
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Settings of the Kafka engine.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// Topic names.
+    pub topics: TopicLayout,
+    /// Consumer group of the workers.
+    pub group: String,
+    /// Partitions of topics Conveyor creates.
+    pub partitions: i32,
+    /// Replication factor of topics Conveyor creates.
+    pub replication: i32,
+    /// Compression of produced records.
+    pub compression: Compression,
+    /// Largest payload accepted.
+    pub max_payload_bytes: usize,
+    /// Consumer session timeout (how long a silent worker keeps its partitions).
+    pub session_timeout: Duration,
+    /// Raw librdkafka properties, applied last (from `conveyor.toml`).
+    pub client_properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Defaults for the bootstrap list `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topics: TopicLayout::default(),
+            group: "conveyor-workers".to_string(),
+            partitions: 6,
+            replication: 1,
+            compression: Compression::Lz4,
+            max_payload_bytes: conveyor_core::DEFAULT_MAX_PAYLOAD_BYTES,
+            session_timeout: Duration::from_secs(10),
+            client_properties: BTreeMap::new(),
+        }
+    }
+
+    /// Parses a backend URL. An empty host list falls back to `KAFKA_BROKERS` (the seeds'
+    /// variable), as in `kafka://?prefix=acme.`.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let bad = |message: String| Error::invalid("backend", format!("{url:?}: {message}"));
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("must start with kafka://".into()))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = match hosts {
+            "" => std::env::var("KAFKA_BROKERS").unwrap_or_default(),
+            h => h.to_string(),
+        };
+        if hosts.is_empty() {
+            return Err(bad(
+                "no broker address (kafka://HOST:PORT, or set KAFKA_BROKERS)".into(),
+            ));
+        }
+        for host in hosts.split(',') {
+            let ok = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(bad(format!("{host:?} is not HOST:PORT")));
+            }
+        }
+        let mut config = KafkaConfig::new(hosts);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = |v: &str| {
+                v.parse::<i32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(format!("{key} must be a positive number, not {v:?}")))
+            };
+            match key {
+                "prefix" => config.topics.prefix = value.to_string(),
+                "group" if !value.is_empty() => config.group = value.to_string(),
+                "partitions" => config.partitions = number(value)?,
+                "replication" => config.replication = number(value)?,
+                "max_payload_bytes" => config.max_payload_bytes = number(value)? as usize,
+                "session_timeout" => {
+                    config.session_timeout = humantime::parse_duration(value).map_err(|e| bad(format!("session_timeout: {e}")))?
+                }
+                "compression" => {
+                    config.compression = match value {
+                        "none" => Compression::None,
+                        "gzip" => Compression::Gzip,
+                        "snappy" => Compression::Snappy,
+                        "lz4" => Compression::Lz4,
+                        "zstd" => Compression::Zstd,
+                        _ => return Err(bad(format!("compression must be none, gzip, snappy, lz4 or zstd, not {value:?}"))),
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout)"
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_and_options() {
+        let c = KafkaConfig::from_url(
+            "kafka://127.0.0.1:9092,127.0.0.1:9093?prefix=acme.&partitions=12&compression=zstd",
+        )
+        .unwrap();
+        assert_eq!(c.brokers, "127.0.0.1:9092,127.0.0.1:9093");
+        assert_eq!(c.topics.prefix, "acme.");
+        assert_eq!(c.partitions, 12);
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.group, "conveyor-workers");
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_the_reason() {
+        for (url, needle) in [
+            ("sqlite://x", "kafka://"),
+            ("kafka://localhost", "HOST:PORT"),
+            ("kafka://127.0.0.1:9092?partitions=0", "positive"),
+            ("kafka://127.0.0.1:9092?compression=brotli", "compression"),
+            ("kafka://127.0.0.1:9092?colour=red", "unknown option"),
+        ] {
+            let err = KafkaConfig::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+}

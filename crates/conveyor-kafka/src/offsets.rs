@@ -1,0 +1,124 @@
+//! Which offset of a partition may be committed when many of its records are in flight.
+//!
+//! Kafka's committed offset means "everything before this is done". With jobs of one partition
+//! running concurrently and finishing in any order, the commit may only move up to the lowest
+//! unfinished offset (the Confluent Parallel Consumer's rule); finished offsets above it wait.
+
+use std::collections::BTreeSet;
+
+/// Offsets of one partition handed out and not yet finished.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionOffsets {
+    /// Offsets handed out, not finished.
+    unfinished: BTreeSet<i64>,
+    /// One past the highest offset seen.
+    next: Option<i64>,
+    /// The last offset committed (the position), to skip redundant commits.
+    committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Records that `offset` was read and its job is not finished.
+    pub fn started(&mut self, offset: i64) {
+        self.unfinished.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// Records that `offset` was read and needs no work (a decode error already dead-lettered,
+    /// a duplicate): it counts as finished at once.
+    pub fn skipped(&mut self, offset: i64) {
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// Records that the job at `offset` finished (its outcome is durable elsewhere).
+    pub fn finished(&mut self, offset: i64) {
+        self.unfinished.remove(&offset);
+    }
+
+    /// How many jobs of this partition are unfinished.
+    pub fn in_flight(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    /// The position that may be committed now: the lowest unfinished offset, or one past the
+    /// highest seen when all are finished.
+    pub fn committable(&self) -> Option<i64> {
+        self.unfinished.first().copied().or(self.next)
+    }
+
+    /// The position to commit if it moved since the last commit; marks it committed.
+    pub fn take_commit(&mut self) -> Option<i64> {
+        let position = self.committable()?;
+        if self.committed == Some(position) {
+            return None;
+        }
+        self.committed = Some(position);
+        Some(position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_never_passes_an_unfinished_offset() {
+        let mut p = PartitionOffsets::default();
+        for o in 10..15 {
+            p.started(o);
+        }
+        p.finished(11);
+        p.finished(12);
+        assert_eq!(p.take_commit(), Some(10), "10 is still running");
+        p.finished(10);
+        assert_eq!(p.take_commit(), Some(13));
+        assert_eq!(p.take_commit(), None, "nothing moved");
+        p.finished(14);
+        p.finished(13);
+        assert_eq!(p.take_commit(), Some(15));
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn skipped_records_do_not_hold_the_commit() {
+        let mut p = PartitionOffsets::default();
+        p.skipped(0);
+        p.started(1);
+        p.skipped(2);
+        assert_eq!(p.committable(), Some(1));
+        p.finished(1);
+        assert_eq!(p.committable(), Some(3));
+    }
+
+    /// Whatever the order jobs finish in, the committed position is exactly the lowest
+    /// unfinished offset, and never moves backwards.
+    #[test]
+    fn any_finish_order_commits_only_finished_prefixes() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200 {
+            let mut p = PartitionOffsets::default();
+            let n = 50;
+            for o in 0..n {
+                p.started(o);
+            }
+            let mut order: Vec<i64> = (0..n).collect();
+            for i in (1..order.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            let mut done = vec![false; n as usize];
+            let mut last = 0;
+            for o in order {
+                p.finished(o);
+                done[o as usize] = true;
+                let expect = done.iter().position(|d| !d).map_or(n, |i| i as i64);
+                let got = p.committable().expect("position");
+                assert_eq!(got, expect);
+                assert!(got >= last, "commit moved backwards");
+                last = got;
+            }
+        }
+    }
+}

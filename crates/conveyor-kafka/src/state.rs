@@ -1,0 +1,232 @@
+//! The bookkeeping of one consumer session, without any Kafka client: which records are ready,
+//! handed out, waiting behind an ordering key or for their retry time, and which offsets may be
+//! committed. Kept pure so the rules are unit-tested.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use conveyor_core::JobId;
+
+use crate::offsets::PartitionOffsets;
+use crate::Envelope;
+
+/// A topic and partition.
+pub(crate) type Tp = (Arc<str>, i32);
+
+/// A record's job, with where it was read from.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub tp: Tp,
+    pub offset: i64,
+    pub envelope: Envelope,
+}
+
+/// What happened to an accepted record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    /// Ready to hand out.
+    Ready,
+    /// Waits behind an earlier job of its ordering key.
+    Waiting,
+    /// A retry tier record not due yet: the partition should be paused until `due_ms`.
+    Delayed { pause: bool, due_ms: i64 },
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    ready: VecDeque<Pending>,
+    leased: HashMap<JobId, Pending>,
+    offsets: HashMap<Tp, PartitionOffsets>,
+    busy_keys: HashSet<String>,
+    waiting: HashMap<String, VecDeque<Pending>>,
+    /// Retry tier records read before they are due, per partition, in offset order.
+    delayed: HashMap<Tp, VecDeque<Pending>>,
+    /// Keyed jobs waiting in memory for their retry (they keep their key and their offset).
+    held: Vec<Pending>,
+}
+
+impl State {
+    /// Takes in a record's job.
+    pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
+        self.offsets
+            .entry(pending.tp.clone())
+            .or_default()
+            .started(pending.offset);
+        if let Some(queue) = self.delayed.get_mut(&pending.tp).filter(|q| !q.is_empty()) {
+            let due_ms = queue
+                .front()
+                .and_then(|p| p.envelope.not_before)
+                .unwrap_or(now_ms);
+            queue.push_back(pending);
+            return Accepted::Delayed {
+                pause: false,
+                due_ms,
+            };
+        }
+        if let Some(due_ms) = pending.envelope.not_before.filter(|t| *t > now_ms) {
+            self.delayed
+                .entry(pending.tp.clone())
+                .or_default()
+                .push_back(pending);
+            return Accepted::Delayed {
+                pause: true,
+                due_ms,
+            };
+        }
+        self.admit(pending)
+    }
+
+    /// Records whose offset is done without running (dead-lettered at decode).
+    pub fn skip(&mut self, tp: &Tp, offset: i64) {
+        self.offsets.entry(tp.clone()).or_default().skipped(offset);
+    }
+
+    fn admit(&mut self, pending: Pending) -> Accepted {
+        if let Some(key) = pending.envelope.ordering_key.clone() {
+            if !self.busy_keys.insert(key.clone()) {
+                self.waiting.entry(key).or_default().push_back(pending);
+                return Accepted::Waiting;
+            }
+        }
+        self.ready.push_back(pending);
+        Accepted::Ready
+    }
+
+    /// Moves due delayed and held jobs to the ready queue. Returns the partitions whose
+    /// delayed records are all out (to resume) and the next due time, if any.
+    pub fn release_due(&mut self, now_ms: i64) -> (Vec<Tp>, Option<i64>) {
+        let mut resume = Vec::new();
+        let mut next: Option<i64> = None;
+        let mut due = Vec::new();
+        for (tp, queue) in self.delayed.iter_mut() {
+            while queue
+                .front()
+                .is_some_and(|p| p.envelope.not_before.unwrap_or(0) <= now_ms)
+            {
+                due.extend(queue.pop_front());
+            }
+            match queue.front() {
+                Some(head) => next = min_opt(next, head.envelope.not_before),
+                None => resume.push(tp.clone()),
+            }
+        }
+        self.delayed.retain(|_, q| !q.is_empty());
+        for pending in due {
+            self.admit(pending);
+        }
+        let (now_due, later): (Vec<Pending>, Vec<Pending>) = self
+            .held
+            .drain(..)
+            .partition(|p| p.envelope.not_before.unwrap_or(0) <= now_ms);
+        self.held = later;
+        for p in &self.held {
+            next = min_opt(next, p.envelope.not_before);
+        }
+        // A held job is the head of its key already (the key stayed busy): it goes first.
+        for pending in now_due.into_iter().rev() {
+            self.ready.push_front(pending);
+        }
+        (resume, next)
+    }
+
+    /// Hands out up to `limit` ready jobs.
+    pub fn take(&mut self, limit: usize) -> Vec<Pending> {
+        let n = limit.min(self.ready.len());
+        let out: Vec<Pending> = self.ready.drain(..n).collect();
+        for p in &out {
+            self.leased.insert(p.envelope.id, p.clone());
+        }
+        out
+    }
+
+    /// The lease of a handed-out job, removed (None when unknown, e.g. revoked meanwhile).
+    pub fn unlease(&mut self, id: JobId) -> Option<Pending> {
+        self.leased.remove(&id)
+    }
+
+    /// Marks a job's record finished and lets the next job of its key go.
+    pub fn finish(&mut self, pending: &Pending) {
+        if let Some(offsets) = self.offsets.get_mut(&pending.tp) {
+            offsets.finished(pending.offset);
+        }
+        if let Some(key) = &pending.envelope.ordering_key {
+            match self.waiting.get_mut(key).and_then(VecDeque::pop_front) {
+                Some(next) => self.ready.push_back(next),
+                None => {
+                    self.busy_keys.remove(key);
+                    self.waiting.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Keeps a keyed job in memory until its retry time (its key stays busy, so the jobs
+    /// behind it keep waiting, and its offset stays uncommitted).
+    pub fn hold(&mut self, pending: Pending) {
+        self.held.push(pending);
+    }
+
+    /// Positions that moved since their last commit.
+    pub fn commits(&mut self) -> Vec<(Tp, i64)> {
+        self.offsets
+            .iter_mut()
+            .filter_map(|(tp, o)| o.take_commit().map(|pos| (tp.clone(), pos)))
+            .collect()
+    }
+
+    /// Forgets revoked partitions: their jobs run again on the new owner. Returns the last
+    /// positions to commit for them.
+    pub fn revoke(&mut self, revoked: &[Tp]) -> Vec<(Tp, i64)> {
+        let gone: HashSet<&Tp> = revoked.iter().collect();
+        let commits = revoked
+            .iter()
+            .filter_map(|tp| {
+                self.offsets
+                    .get_mut(tp)
+                    .and_then(|o| o.take_commit())
+                    .map(|p| (tp.clone(), p))
+            })
+            .collect();
+        let mut dropped_keys = Vec::new();
+        let mut keep = |p: &Pending| {
+            let keep = !gone.contains(&p.tp);
+            if !keep {
+                dropped_keys.extend(p.envelope.ordering_key.clone());
+            }
+            keep
+        };
+        self.ready.retain(&mut keep);
+        self.leased.retain(|_, p| keep(p));
+        self.held.retain(&mut keep);
+        for queue in self.waiting.values_mut() {
+            queue.retain(&mut keep);
+        }
+        for tp in revoked {
+            self.offsets.remove(tp);
+            self.delayed.remove(tp);
+        }
+        // A key whose running job was revoked is free again (all its jobs share the partition).
+        for key in dropped_keys {
+            self.busy_keys.remove(&key);
+            self.waiting.remove(&key);
+        }
+        commits
+    }
+
+    /// Jobs read and not finished: the back-pressure measure.
+    pub fn buffered(&self) -> usize {
+        self.offsets.values().map(PartitionOffsets::in_flight).sum()
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

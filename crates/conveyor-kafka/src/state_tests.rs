@@ -1,0 +1,145 @@
+use std::sync::Arc;
+
+use conveyor_core::{JobId, NewJob};
+use serde_json::json;
+
+use super::*;
+
+fn tp(p: i32) -> Tp {
+    (Arc::from("conveyor.queue.default"), p)
+}
+
+fn pending(p: i32, offset: i64, key: Option<&str>, not_before: Option<i64>) -> Pending {
+    let mut job = NewJob::new("noop", json!({}));
+    if let Some(k) = key {
+        job = job.ordering_key(k);
+    }
+    let mut envelope = Envelope::from_new_job(&job, "{}".into(), 0);
+    envelope.not_before = not_before;
+    Pending {
+        tp: tp(p),
+        offset,
+        envelope,
+    }
+}
+
+fn ids(jobs: &[Pending]) -> Vec<i64> {
+    jobs.iter().map(|p| p.offset).collect()
+}
+
+#[test]
+fn one_job_per_ordering_key_in_offset_order() {
+    let mut s = State::default();
+    assert_eq!(s.accept(pending(0, 0, Some("k"), None), 0), Accepted::Ready);
+    assert_eq!(
+        s.accept(pending(0, 1, Some("k"), None), 0),
+        Accepted::Waiting
+    );
+    assert_eq!(s.accept(pending(0, 2, None, None), 0), Accepted::Ready);
+    assert_eq!(
+        s.accept(pending(0, 3, Some("k"), None), 0),
+        Accepted::Waiting
+    );
+    let first = s.take(10);
+    assert_eq!(ids(&first), [0, 2]);
+    assert_eq!(s.commits(), [(tp(0), 0)]);
+    let job0 = s.unlease(first[0].envelope.id).expect("leased");
+    s.finish(&job0);
+    assert_eq!(ids(&s.take(10)), [1], "the next job of the key");
+    assert_eq!(s.commits(), [(tp(0), 1)]);
+}
+
+#[test]
+fn the_commit_waits_for_the_slowest_job() {
+    let mut s = State::default();
+    for o in 0..4 {
+        s.accept(pending(1, o, None, None), 0);
+    }
+    let jobs = s.take(10);
+    for p in &jobs[1..] {
+        let p = s.unlease(p.envelope.id).expect("leased");
+        s.finish(&p);
+    }
+    assert_eq!(s.commits(), [(tp(1), 0)], "offset 0 is still running");
+    let p = s.unlease(jobs[0].envelope.id).expect("leased");
+    s.finish(&p);
+    assert_eq!(s.commits(), [(tp(1), 4)]);
+    assert_eq!(s.buffered(), 0);
+}
+
+#[test]
+fn retry_records_wait_until_due_and_pause_only_their_partition() {
+    let mut s = State::default();
+    assert_eq!(
+        s.accept(pending(2, 0, None, Some(1_000)), 0),
+        Accepted::Delayed {
+            pause: true,
+            due_ms: 1_000
+        }
+    );
+    assert_eq!(
+        s.accept(pending(2, 1, None, Some(500)), 0),
+        Accepted::Delayed {
+            pause: false,
+            due_ms: 1_000
+        }
+    );
+    assert_eq!(
+        s.accept(pending(3, 0, None, None), 0),
+        Accepted::Ready,
+        "other partitions flow"
+    );
+    assert_eq!(ids(&s.take(10)), [0]);
+    let (resume, next) = s.release_due(999);
+    assert!(resume.is_empty());
+    assert_eq!(next, Some(1_000));
+    assert!(s.take(10).is_empty(), "never early");
+    let (resume, next) = s.release_due(1_000);
+    assert_eq!(resume, [tp(2)]);
+    assert_eq!(next, None);
+    assert_eq!(ids(&s.take(10)), [0, 1]);
+}
+
+#[test]
+fn a_keyed_retry_holds_its_key_and_offset() {
+    let mut s = State::default();
+    s.accept(pending(0, 0, Some("k"), None), 0);
+    s.accept(pending(0, 1, Some("k"), None), 0);
+    let first = s.take(10);
+    let mut retry = s.unlease(first[0].envelope.id).expect("leased");
+    retry.envelope.not_before = Some(100);
+    s.hold(retry);
+    assert!(
+        s.take(10).is_empty(),
+        "the next job of the key must wait for the retry"
+    );
+    assert_eq!(s.release_due(50).1, Some(100));
+    s.release_due(100);
+    let again = s.take(10);
+    assert_eq!(
+        ids(&again),
+        [0],
+        "the retried job runs before the rest of its key"
+    );
+    assert_eq!(s.commits(), [(tp(0), 0)]);
+}
+
+#[test]
+fn revoking_forgets_the_partition_and_frees_its_keys() {
+    let mut s = State::default();
+    s.accept(pending(0, 0, Some("k"), None), 0);
+    s.accept(pending(0, 1, Some("k"), None), 0);
+    s.accept(pending(1, 0, None, None), 0);
+    let taken = s.take(1);
+    let p = s.unlease(taken[0].envelope.id).expect("leased");
+    s.finish(&p);
+    let commits = s.revoke(&[tp(0)]);
+    assert_eq!(
+        commits,
+        [(tp(0), 1)],
+        "finished work is committed before the partition goes"
+    );
+    assert_eq!(ids(&s.take(10)), [0]);
+    assert!(s.unlease(JobId::new()).is_none());
+    assert_eq!(s.buffered(), 1, "only partition 1's job remains");
+}
