@@ -53,6 +53,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Largest payload (serialized bytes) this engine accepts.
     fn max_payload_bytes(&self) -> usize;
+
+    /// Called once when the worker `owner` stopped, after its last outcomes were stored:
+    /// engines with per-worker resources (a Kafka consumer in a group) release them here.
+    async fn leave(&self, owner: &str) -> Result<()> {
+        let _ = owner;
+        Ok(())
+    }
 }
 
 /// Reading jobs and counts.

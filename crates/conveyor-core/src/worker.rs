@@ -178,7 +178,7 @@ impl Loop {
                 }
             }
             if deadline.is_some() && self.running.is_empty() && self.pending.is_empty() {
-                return Ok(());
+                return engine.leave(&self.config.owner).await;
             }
             let idle = deadline.is_none() && self.running.len() < self.config.concurrency;
             tokio::select! {

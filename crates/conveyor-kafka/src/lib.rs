@@ -5,15 +5,18 @@
 //! Everything here is pure (no broker connection), so the formats are guarded by fixture tests.
 
 mod config;
+mod engine;
 pub mod envelope;
 mod error;
 pub mod ingest;
 pub mod offsets;
 pub mod producer;
+mod session;
 mod state;
 pub mod topics;
 
 pub use config::{Compression, KafkaConfig};
+pub use engine::KafkaEngine;
 pub use envelope::{Envelope, Headers, Record};
 pub use error::Error;
 pub use ingest::{Format, IngestDecoder, Zone};

@@ -144,6 +144,16 @@ impl State {
         self.leased.remove(&id)
     }
 
+    /// Puts back a lease taken with [`State::unlease`] (its outcome could not be stored yet).
+    pub fn relet(&mut self, pending: Pending) {
+        self.leased.insert(pending.envelope.id, pending);
+    }
+
+    /// True while the partition has retry records waiting for their time (it stays paused).
+    pub fn is_delayed(&self, tp: &Tp) -> bool {
+        self.delayed.contains_key(tp)
+    }
+
     /// Marks a job's record finished and lets the next job of its key go.
     pub fn finish(&mut self, pending: &Pending) {
         if let Some(offsets) = self.offsets.get_mut(&pending.tp) {

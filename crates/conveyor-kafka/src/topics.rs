@@ -51,6 +51,11 @@ impl TopicLayout {
         format!("{}scheduled", self.prefix)
     }
 
+    /// Job status and progress, compacted, keyed by job id: `{prefix}status`.
+    pub fn status(&self) -> String {
+        format!("{}status", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

@@ -1,0 +1,200 @@
+//! [`KafkaEngine`]: the core [`Engine`] on a Kafka-protocol broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conveyor_core::{now_ms, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Report};
+use tokio::sync::Notify;
+
+use crate::producer::Producer;
+use crate::session::Session;
+use crate::{Envelope, Error, KafkaConfig, Record};
+
+/// Jobs on a Kafka-protocol broker: enqueue produces, workers consume through a group.
+pub struct KafkaEngine {
+    config: KafkaConfig,
+    producer: Arc<Producer>,
+    sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
+    waker: Arc<Notify>,
+}
+
+impl KafkaEngine {
+    /// Connects and creates the shared topics (retry tiers, dead letters, status) if missing.
+    pub async fn connect(config: KafkaConfig) -> Result<Self, Error> {
+        let producer = Arc::new(Producer::new(&config)?);
+        let layout = &config.topics;
+        let mut shared: Vec<String> = (0..layout.retry_tiers.len())
+            .filter_map(|t| layout.retry(t))
+            .collect();
+        shared.push(layout.dead());
+        shared.push(layout.status());
+        producer.ensure_topics(&shared).await?;
+        Ok(KafkaEngine {
+            config,
+            producer,
+            sessions: tokio::sync::Mutex::new(HashMap::new()),
+            waker: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The settings this engine uses.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn envelope(&self, job: &NewJob, now: i64) -> conveyor_core::Result<Envelope> {
+        let payload = job.validate(self.config.max_payload_bytes)?;
+        if job.run_at.is_some_and(|at| at.timestamp_millis() > now) {
+            return Err(conveyor_core::Error::invalid(
+                "run_at",
+                "delayed jobs on the Kafka engine need its scheduled-topic scheduler, which this build does not have yet; \
+                 enqueue without --in/--at, or use the SQLite engine",
+            ));
+        }
+        Ok(Envelope::from_new_job(job, payload, now))
+    }
+
+    async fn produce(&self, envelopes: Vec<Envelope>) -> conveyor_core::Result<Vec<Enqueued>> {
+        let mut topics: Vec<String> = envelopes
+            .iter()
+            .map(|e| self.config.topics.queue(&e.queue))
+            .collect();
+        topics.dedup();
+        self.producer.ensure_topics(&topics).await?;
+        let sends = envelopes.iter().map(|e| {
+            let topic = self.config.topics.queue(&e.queue);
+            let record = e.to_record();
+            async move { self.producer.send(&topic, &record).await }
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent?;
+        }
+        self.waker.notify_waiters();
+        Ok(envelopes
+            .iter()
+            .map(|e| Enqueued {
+                id: e.id,
+                state: JobState::Available,
+                duplicate: false,
+            })
+            .collect())
+    }
+
+    async fn session(&self, fetch: &Fetch) -> conveyor_core::Result<Arc<Session>> {
+        let mut sessions = self.sessions.lock().await;
+        if let Some(session) = sessions.get(&fetch.owner) {
+            return Ok(session.clone());
+        }
+        let layout = &self.config.topics;
+        let mut topics: Vec<String> = if fetch.queues.is_empty() {
+            vec![format!("^{}queue\\..+", regex_escape(&layout.prefix))]
+        } else {
+            let queues: Vec<String> = fetch.queues.iter().map(|q| layout.queue(q)).collect();
+            self.producer.ensure_topics(&queues).await?;
+            queues
+        };
+        topics.extend((0..layout.retry_tiers.len()).filter_map(|t| layout.retry(t)));
+        let session = Arc::new(Session::start(
+            &self.config,
+            self.producer.clone(),
+            self.waker.clone(),
+            &topics,
+        )?);
+        sessions.insert(fetch.owner.clone(), session.clone());
+        Ok(session)
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Engine for KafkaEngine {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn enqueue(&self, job: NewJob) -> conveyor_core::Result<Enqueued> {
+        let envelope = self.envelope(&job, now_ms())?;
+        let mut out = self.produce(vec![envelope]).await?;
+        out.pop()
+            .ok_or_else(|| conveyor_core::Error::Closed("produce returned nothing".into()))
+    }
+
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> conveyor_core::Result<Vec<Enqueued>> {
+        let now = now_ms();
+        let envelopes = jobs
+            .iter()
+            .map(|j| self.envelope(j, now))
+            .collect::<conveyor_core::Result<Vec<_>>>()?;
+        self.produce(envelopes).await
+    }
+
+    async fn exchange(
+        &self,
+        reports: Vec<Report>,
+        fetch: &Fetch,
+    ) -> conveyor_core::Result<Vec<Job>> {
+        let session = self.session(fetch).await?;
+        Ok(session.exchange(reports, fetch.limit).await?)
+    }
+
+    /// Kafka has no per-job leases: group membership is the lease, kept by the client.
+    async fn heartbeat(
+        &self,
+        _owner: &str,
+        _running: &[JobId],
+    ) -> conveyor_core::Result<Vec<JobId>> {
+        Ok(Vec::new())
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// Progress goes to the compacted status topic, keyed by job id.
+    async fn set_progress(
+        &self,
+        _owner: &str,
+        id: JobId,
+        progress: serde_json::Value,
+    ) -> conveyor_core::Result<()> {
+        let value = serde_json::json!({"id": id, "progress": progress, "at": now_ms()}).to_string();
+        let record = Record {
+            key: Some(id.to_string().into_bytes()),
+            value: Some(value.into_bytes()),
+            headers: vec![],
+        };
+        self.producer
+            .send(&self.config.topics.status(), &record)
+            .await?;
+        Ok(())
+    }
+
+    fn waker(&self) -> Arc<Notify> {
+        self.waker.clone()
+    }
+
+    fn max_payload_bytes(&self) -> usize {
+        self.config.max_payload_bytes
+    }
+
+    async fn leave(&self, owner: &str) -> conveyor_core::Result<()> {
+        let session = self.sessions.lock().await.remove(owner);
+        if let Some(session) = session {
+            session.close().await;
+        }
+        Ok(())
+    }
+}
