@@ -1,8 +1,10 @@
 //! The properties of DESIGN.md §4, written once and generic over the engine.
 //!
-//! An engine's test crate implements [`Harness`] (how to get fresh, isolated storage and how
-//! to open another handle on it, as a second process would) and instantiates every test with
-//! [`conformance_tests!`]. Adding an engine means implementing the traits and one macro call.
+//! Two groups: [`engine_conformance_tests!`] proves the core [`Engine`] (observed only through
+//! worker events, so any engine can run it), and [`backend_conformance_tests!`] the capability
+//! traits (status, stats, cancel, dead letters, cron). An engine's test crate implements
+//! [`EngineHarness`] and/or [`Harness`] (fresh isolated storage, and another handle on it as a
+//! second process would open) and instantiates the groups it implements with one macro call.
 
 mod support;
 pub mod tests;
@@ -10,47 +12,51 @@ pub mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use conveyor_core::Backend;
+use conveyor_core::{Backend, Engine};
 
 pub use support::*;
 
-/// Isolated storage for one test: a temp file, a topic prefix, ...
+/// Isolated storage for one test of the core engine: a temp file, a topic prefix, ...
 #[async_trait]
-pub trait Site: Send + Sync {
+pub trait EngineSite: Send + Sync {
+    /// Opens a new handle on this storage, as another process would.
+    async fn engine(&self) -> Arc<dyn Engine>;
+}
+
+/// Isolated storage for one test of an engine with every capability.
+#[async_trait]
+pub trait Site: EngineSite {
     /// Opens a new handle on this storage, as another process would.
     async fn open(&self) -> Arc<dyn Backend>;
 }
 
-/// Makes sites for an engine.
+/// Makes sites for an engine's core tests ([`engine_conformance_tests!`]).
 ///
 /// Engines under test must use a short lease (about one second) so that crash tests finish
 /// quickly.
+#[async_trait]
+pub trait EngineHarness: Send + Sync {
+    /// Fresh, empty storage that no other test shares.
+    async fn engine_site(&self) -> Box<dyn EngineSite>;
+}
+
+/// Makes sites for the capability tests ([`backend_conformance_tests!`]).
 #[async_trait]
 pub trait Harness: Send + Sync {
     /// Fresh, empty storage that no other test shares.
     async fn site(&self) -> Box<dyn Site>;
 }
 
-/// Instantiates every conformance test as a `#[tokio::test]` for the harness `$harness`.
+/// The properties of the core [`Engine`] trait: every engine runs these.
 #[macro_export]
-macro_rules! conformance_tests {
+macro_rules! engine_conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             completes_a_job,
             retries_with_backoff_then_completes,
-            dead_letters_after_max_attempts_with_provenance,
             discard_goes_straight_to_dead,
-            dead_letter_retry_all_and_purge,
-            scheduled_jobs_never_fire_early,
-            cancel_before_start,
-            cancel_while_running,
-            ordering_key_runs_one_at_a_time_in_order,
-            different_ordering_keys_run_in_parallel,
-            idempotency_key_holds_across_handles,
-            same_job_id_is_stored_once,
-            priorities_run_high_first,
-            workers_take_only_their_queues,
-            stats_are_true_and_purge_removes,
+            events_report_the_lifecycle,
+            acknowledged_jobs_survive_reopening,
             handler_panic_is_an_error_not_a_crash,
             timeout_fails_the_attempt,
             unknown_kind_is_dead_lettered_naming_the_kind,
@@ -58,13 +64,42 @@ macro_rules! conformance_tests {
             oversized_payload_is_refused_at_enqueue,
             graceful_shutdown_lets_running_jobs_finish,
             shutdown_releases_jobs_past_the_grace_period,
-            crashed_worker_loses_its_lease_and_the_job_runs_again,
+            a_crashed_worker_handle_loses_its_jobs_and_they_run_again,
+            ordering_key_runs_one_at_a_time_in_order,
+            different_ordering_keys_run_in_parallel,
+            workers_take_only_their_queues
+        );
+    };
+}
+
+/// The properties of the capability traits (inspect, control, dead letters, schedules).
+#[macro_export]
+macro_rules! backend_conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
+            dead_letters_after_max_attempts_with_provenance,
+            dead_letter_retry_all_and_purge,
+            scheduled_jobs_never_fire_early,
+            cancel_before_start,
+            cancel_while_running,
+            idempotency_key_holds_across_handles,
+            same_job_id_is_stored_once,
+            priorities_run_high_first,
+            stats_are_true_and_purge_removes,
+            graceful_shutdown_fetches_nothing_new,
             progress_is_visible_in_status,
             cron_fires_each_tick_once_across_handles,
-            cleanup_removes_old_finished_jobs,
-            events_report_the_lifecycle,
-            acknowledged_jobs_survive_reopening
+            cleanup_removes_old_finished_jobs
         );
+    };
+}
+
+/// Instantiates both groups, for an engine with every capability.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::engine_conformance_tests!($harness);
+        $crate::backend_conformance_tests!($harness);
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
         $(

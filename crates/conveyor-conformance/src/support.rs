@@ -1,10 +1,11 @@
 //! Helpers shared by the conformance tests.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_core::{
-    Backend, Backoff, JobEvent, JobId, JobInfo, JobState, Registry, Worker, WorkerConfig,
+    Backend, Backoff, Engine, JobEvent, JobId, JobInfo, JobState, Registry, Worker, WorkerConfig,
 };
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -28,17 +29,44 @@ pub fn test_config() -> WorkerConfig {
     }
 }
 
-/// A worker running in the background.
+/// A worker running in the background, with the events it published so far.
 pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<conveyor_core::Result<()>>,
     /// Its lifecycle events, subscribed before it started.
     pub events: broadcast::Receiver<JobEvent>,
+    /// Events taken from `events` by [`Running::until`].
+    pub seen: Vec<JobEvent>,
 }
 
 impl Running {
-    /// Asks for a graceful shutdown and waits for it; panics if the worker failed.
-    pub async fn stop(mut self) {
+    /// Collects events until `done` holds for all seen so far; panics after [`WAIT`].
+    pub async fn until(&mut self, what: &str, done: impl Fn(&[JobEvent]) -> bool) -> &[JobEvent] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(&self.seen) {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(event)) => self.seen.push(event),
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    panic!("missed {n} events while waiting for {what}")
+                }
+                other => panic!("never saw {what} ({other:?}); events: {:#?}", self.seen),
+            }
+        }
+        &self.seen
+    }
+
+    /// Waits until every job in `ids` completed.
+    pub async fn until_completed(&mut self, ids: &[JobId]) -> &[JobEvent] {
+        let wanted: HashSet<JobId> = ids.iter().copied().collect();
+        self.until("all jobs completed", |seen| {
+            wanted.is_subset(&completed(seen))
+        })
+        .await
+    }
+
+    /// Asks for a graceful shutdown, waits for it (panics if the worker failed), and returns
+    /// every event the worker published.
+    pub async fn stop(mut self) -> Vec<JobEvent> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -46,12 +74,16 @@ impl Running {
             Ok(Ok(Ok(()))) => {}
             other => panic!("worker did not stop cleanly: {other:?}"),
         }
+        while let Ok(event) = self.events.try_recv() {
+            self.seen.push(event);
+        }
+        self.seen
     }
 }
 
-/// Starts a worker on `backend`.
-pub fn start(backend: &Arc<dyn Backend>, registry: Registry, config: WorkerConfig) -> Running {
-    let worker = Worker::new(backend.clone().as_engine(), registry, config);
+/// Starts a worker on `engine`.
+pub fn run(engine: &Arc<dyn Engine>, registry: Registry, config: WorkerConfig) -> Running {
+    let worker = Worker::new(engine.clone(), registry, config);
     let events = worker.events();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {
@@ -61,7 +93,41 @@ pub fn start(backend: &Arc<dyn Backend>, registry: Registry, config: WorkerConfi
         stop: Some(stop),
         task,
         events,
+        seen: Vec::new(),
     }
+}
+
+/// Starts a worker on `backend`.
+pub fn start(backend: &Arc<dyn Backend>, registry: Registry, config: WorkerConfig) -> Running {
+    run(&backend.clone().as_engine(), registry, config)
+}
+
+/// Ids of the jobs that completed.
+pub fn completed(events: &[JobEvent]) -> HashSet<JobId> {
+    events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Completed { .. }))
+        .map(JobEvent::id)
+        .collect()
+}
+
+/// The attempt numbers that started for `id`, in order.
+pub fn attempts(events: &[JobEvent], id: JobId) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Started { id: i, attempt, .. } if *i == id => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error `id` was dead-lettered with, if it was.
+pub fn dead_error(events: &[JobEvent], id: JobId) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        JobEvent::Dead { id: i, error, .. } if *i == id => Some(error.clone()),
+        _ => None,
+    })
 }
 
 /// Polls the job until `done` holds, or panics with the last state seen.

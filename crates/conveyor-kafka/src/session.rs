@@ -230,6 +230,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// A session dropped without `close` (its engine handle is gone: the process is going
+    /// down) stops polling without committing, like a crash: unfinished jobs run again.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Adds the seeds' provenance headers.
 fn provenance(record: &mut Record, pending: &Pending, error: &str) {
     let mut put = |name: &str, value: String| {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conveyor_conformance::{conformance_tests, Harness, Site};
-use conveyor_core::Backend;
+use conveyor_conformance::{conformance_tests, EngineHarness, EngineSite, Harness, Site};
+use conveyor_core::{Backend, Engine};
 use conveyor_sqlite::{SqliteConfig, SqliteEngine};
 
 struct SqliteHarness;
@@ -17,9 +17,23 @@ struct SqliteSite {
 }
 
 #[async_trait]
+impl EngineSite for SqliteSite {
+    async fn engine(&self) -> Arc<dyn Engine> {
+        Arc::new(SqliteEngine::open(self.config.clone()).expect("open sqlite"))
+    }
+}
+
+#[async_trait]
 impl Site for SqliteSite {
     async fn open(&self) -> Arc<dyn Backend> {
         Arc::new(SqliteEngine::open(self.config.clone()).expect("open sqlite"))
+    }
+}
+
+#[async_trait]
+impl EngineHarness for SqliteHarness {
+    async fn engine_site(&self) -> Box<dyn EngineSite> {
+        Harness::site(self).await
     }
 }
 

@@ -1,16 +1,10 @@
-//! The conformance tests, grouped by property. Each takes a [`crate::Harness`].
+//! The conformance tests: [`engine`] for the core trait, [`backend`] for the capabilities.
 
-mod admin;
-mod faults;
-mod keys;
-mod lifecycle;
-mod scheduling;
+mod backend;
+mod engine;
 
-pub use admin::*;
-pub use faults::*;
-pub use keys::*;
-pub use lifecycle::*;
-pub use scheduling::*;
+pub use backend::*;
+pub use engine::*;
 
 use std::sync::{Arc, Mutex};
 

@@ -104,31 +104,34 @@ pub async fn cleanup_removes_old_finished_jobs(h: &dyn Harness) {
     );
 }
 
-/// Every acknowledged enqueue is there for a new handle (a restarted process).
-pub async fn acknowledged_jobs_survive_reopening(h: &dyn Harness) {
-    let site = h.site().await;
-    let first = site.open().await;
-    let batch = (0..50)
-        .map(|i| NewJob::new("noop", json!({"i": i})))
-        .collect();
-    let ids: Vec<_> = first
-        .enqueue_batch(batch)
+/// Once shutdown began, a worker fetches nothing new.
+pub async fn graceful_shutdown_fetches_nothing_new(h: &dyn Harness) {
+    let backend = h.site().await.open().await;
+    let worker = start(&backend, Registry::with_builtins(), test_config());
+    let id = backend
+        .enqueue(NewJob::new("sleep", json!({"ms": 400})))
         .await
         .expect("enqueue")
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
-    drop(first);
-    let second = site.open().await;
-    for id in &ids {
-        assert!(
-            second.job(*id).await.expect("lookup").is_some(),
-            "job {id} lost"
-        );
-    }
-    let worker = start(&second, Registry::with_builtins(), test_config());
-    for id in &ids {
-        wait_for_state(&second, *id, JobState::Completed).await;
-    }
+        .id;
+    wait_for_state(&backend, id, JobState::Running).await;
+    let waiting = backend
+        .enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_millis(100)))
+        .await
+        .expect("enqueue")
+        .id;
     worker.stop().await;
+    assert_eq!(
+        backend
+            .job(id)
+            .await
+            .expect("lookup")
+            .expect("exists")
+            .state,
+        JobState::Completed
+    );
+    let later = backend.job(waiting).await.expect("lookup").expect("exists");
+    assert!(
+        !later.state.is_final(),
+        "no new job was fetched after shutdown began: {later:?}"
+    );
 }

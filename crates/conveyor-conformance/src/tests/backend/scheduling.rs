@@ -14,7 +14,9 @@ pub async fn scheduled_jobs_never_fire_early(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let started = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::new();
-    registry.register(super::recorder("stamp", started.clone(), |_| Utc::now()));
+    registry.register(crate::tests::recorder("stamp", started.clone(), |_| {
+        Utc::now()
+    }));
     let worker = start(&backend, registry, test_config());
     let job = NewJob::new("stamp", json!({})).run_in(Duration::from_millis(700));
     let run_at = job.run_at.expect("run_at set");
@@ -44,7 +46,9 @@ pub async fn cancel_before_start(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let ran = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::with_builtins();
-    registry.register(super::recorder("tracked", ran.clone(), |ctx| ctx.id()));
+    registry.register(crate::tests::recorder("tracked", ran.clone(), |ctx| {
+        ctx.id()
+    }));
     let later = backend
         .enqueue(NewJob::new("tracked", json!({})).run_in(Duration::from_millis(300)))
         .await

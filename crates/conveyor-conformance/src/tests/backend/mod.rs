@@ -1,0 +1,11 @@
+//! The capability traits' properties (status, stats, cancel, dead letters, cron, idempotency).
+
+mod admin;
+mod keys;
+mod lifecycle;
+mod scheduling;
+
+pub use admin::*;
+pub use keys::*;
+pub use lifecycle::*;
+pub use scheduling::*;

@@ -1,0 +1,159 @@
+//! Ordering keys and queues (§4.5).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conveyor_core::{handler_fn, NewJob, Outcome, Registry, WorkerConfig};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{attempts, run, test_config, EngineHarness};
+
+#[derive(Deserialize)]
+struct Step {
+    n: u32,
+}
+
+/// Tracks how many handlers run at once and the most ever seen.
+#[derive(Default)]
+pub(crate) struct Overlap {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Overlap {
+    fn enter(&self) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Jobs sharing an ordering key run one at a time in enqueue order, also across a retry.
+pub async fn ordering_key_runs_one_at_a_time_in_order(h: &dyn EngineHarness) {
+    let engine = h.engine_site().await.engine().await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let overlap = Arc::new(Overlap::default());
+    let (log, gate) = (order.clone(), overlap.clone());
+    let mut registry = Registry::new();
+    registry.register(handler_fn("step", move |ctx| {
+        let (log, gate) = (log.clone(), gate.clone());
+        async move {
+            let step: Step = match ctx.payload() {
+                Ok(s) => s,
+                Err(discard) => return discard,
+            };
+            gate.enter();
+            log.lock().expect("lock").push(step.n);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            gate.leave();
+            if step.n == 3 && ctx.attempt() == 1 {
+                return Outcome::RetryAfter {
+                    delay: Duration::from_millis(100),
+                    error: "transient".into(),
+                };
+            }
+            Outcome::Complete
+        }
+    }));
+    let jobs = (0..10)
+        .map(|n| NewJob::new("step", json!({"n": n})).ordering_key("account-7"))
+        .collect();
+    let ids: Vec<_> = engine
+        .enqueue_batch(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut worker = run(
+        &engine,
+        registry,
+        WorkerConfig {
+            concurrency: 8,
+            ..test_config()
+        },
+    );
+    worker.until_completed(&ids).await;
+    worker.stop().await;
+    assert_eq!(
+        overlap.max.load(Ordering::SeqCst),
+        1,
+        "two jobs of one key ran at once"
+    );
+    let seen = order.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9],
+        "job 3's retry must run before job 4"
+    );
+}
+
+/// Different ordering keys run in parallel.
+pub async fn different_ordering_keys_run_in_parallel(h: &dyn EngineHarness) {
+    let engine = h.engine_site().await.engine().await;
+    let overlap = Arc::new(Overlap::default());
+    let gate = overlap.clone();
+    let mut registry = Registry::new();
+    registry.register(handler_fn("slow", move |_ctx| {
+        let gate = gate.clone();
+        async move {
+            gate.enter();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            gate.leave();
+            Outcome::Complete
+        }
+    }));
+    let jobs = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| NewJob::new("slow", json!({})).ordering_key(*k))
+        .collect();
+    let ids: Vec<_> = engine
+        .enqueue_batch(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut worker = run(&engine, registry, test_config());
+    worker.until_completed(&ids).await;
+    worker.stop().await;
+    assert!(
+        overlap.max.load(Ordering::SeqCst) >= 2,
+        "keys did not run in parallel"
+    );
+}
+
+/// A worker serving a list of queues takes jobs from those queues only.
+pub async fn workers_take_only_their_queues(h: &dyn EngineHarness) {
+    let engine = h.engine_site().await.engine().await;
+    let mut wanted = Vec::new();
+    for queue in ["mail", "sms", "mail"] {
+        wanted.push(
+            engine
+                .enqueue(NewJob::new("noop", json!({})).queue(queue))
+                .await
+                .expect("enqueue")
+                .id,
+        );
+    }
+    let other = engine
+        .enqueue(NewJob::new("noop", json!({})).queue("reports"))
+        .await
+        .expect("enqueue")
+        .id;
+    let config = WorkerConfig {
+        queues: vec!["mail".into(), "sms".into()],
+        ..test_config()
+    };
+    let mut worker = run(&engine, Registry::with_builtins(), config);
+    worker.until_completed(&wanted).await;
+    let events = worker.stop().await;
+    assert!(
+        attempts(&events, other).is_empty(),
+        "a queue the worker does not serve was taken"
+    );
+}
