@@ -1,7 +1,8 @@
 //! A real broker for the tests: `CONVEYOR_TEST_KAFKA` (set by scripts/test), else the project's
+//! own `scripts/dev-broker start --memory`. Every test uses its own topic prefix and group.
+
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
-//! own `scripts/dev-broker start --memory`. Every test uses its own topic prefix and group.
 
 use std::process::Command;
 use std::sync::OnceLock;
