@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use conveyor_core::*;
+pub use conveyor_kafka::{KafkaConfig, KafkaEngine};
 pub use conveyor_sqlite::{SqliteConfig, SqliteEngine, Synchronous};
 
 /// The default backend URL: a `conveyor.db` file in the current folder.
@@ -34,73 +35,122 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteEngine::open_url(url)?));
     }
+    Err(unknown_scheme(url))
+}
+
+fn unknown_scheme(url: &str) -> Error {
     let scheme = url.split("://").next().unwrap_or(url);
-    Err(Error::invalid(
+    Error::invalid(
         "backend",
-        format!("unknown scheme {scheme:?} in {url:?}; this build supports sqlite://PATH"),
-    ))
+        format!("unknown scheme {scheme:?} in {url:?}; use sqlite://PATH or kafka://HOST:PORT"),
+    )
 }
 
 /// A handle on one backend: dispatch jobs, inspect and control them, run workers.
 #[derive(Clone)]
 pub struct Conveyor {
-    backend: Arc<dyn Backend>,
+    engine: Arc<dyn Engine>,
+    /// The capabilities beyond the core (status, stats, cancel, dead letters, cron), for
+    /// engines that have them all. The Kafka engine gets them in its part 2.
+    backend: Option<Arc<dyn Backend>>,
+    name: &'static str,
 }
 
 impl Conveyor {
-    /// Opens a backend URL, e.g. `sqlite://conveyor.db?synchronous=normal`.
+    /// Opens a SQLite backend URL, e.g. `sqlite://conveyor.db?synchronous=normal`.
     pub fn open(url: &str) -> Result<Self> {
         Ok(Self::from_backend(open_backend(url)?))
     }
 
-    /// Wraps an engine you built yourself.
-    pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
-        Conveyor { backend }
+    /// Opens any backend URL: `sqlite://PATH[?options]` or `kafka://HOST:PORT[,...][?options]`
+    /// (an empty host list uses `KAFKA_BROKERS`). Kafka topics are created if missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("kafka://") {
+            let config = KafkaConfig::from_url(url)?;
+            let engine: Arc<dyn Engine> = Arc::new(KafkaEngine::connect(config).await?);
+            return Ok(Self::from_engine(engine));
+        }
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || Self::open(&url))
+            .await
+            .map_err(|e| Error::Closed(format!("opening the backend: {e}")))?
     }
 
-    /// The engine behind this handle.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// Wraps an engine with every capability.
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
+        Conveyor {
+            name: backend.name(),
+            engine: backend.clone().as_engine(),
+            backend: Some(backend),
+        }
+    }
+
+    /// Wraps an engine that offers only the core (enqueue, run jobs).
+    pub fn from_engine(engine: Arc<dyn Engine>) -> Self {
+        Conveyor {
+            name: engine.name(),
+            engine,
+            backend: None,
+        }
+    }
+
+    /// The core engine behind this handle.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The full backend, or an error naming what this engine does not offer yet.
+    pub fn backend(&self, what: &str) -> Result<&Arc<dyn Backend>> {
+        self.backend.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "backend",
+                format!(
+                    "the {} engine does not offer {what} yet (it runs jobs: enqueue, worker); \
+                     use a sqlite:// backend for {what}",
+                    self.name
+                ),
+            )
+        })
     }
 
     /// Enqueues a job; returns once it is durable.
     pub async fn dispatch(&self, job: NewJob) -> Result<Enqueued> {
-        self.backend.enqueue(job).await
+        self.engine.enqueue(job).await
     }
 
     /// Enqueues many jobs in one storage transaction.
     pub async fn dispatch_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        self.backend.enqueue_batch(jobs).await
+        self.engine.enqueue_batch(jobs).await
     }
 
     /// One job's status, attempts, last error and progress.
     pub async fn status(&self, id: JobId) -> Result<Option<JobInfo>> {
-        self.backend.job(id).await
+        self.backend("job status")?.job(id).await
     }
 
     /// Cancels a job that has not finished.
     pub async fn cancel(&self, id: JobId) -> Result<JobInfo> {
-        self.backend.cancel(id).await
+        self.backend("cancel")?.cancel(id).await
     }
 
     /// Counts per queue and state.
     pub async fn stats(&self) -> Result<Stats> {
-        self.backend.stats().await
+        self.backend("stats")?.stats().await
     }
 
     /// The dead-letter list, most recent first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.backend.list_dead(limit).await
+        self.backend("the dead-letter list")?.list_dead(limit).await
     }
 
     /// Puts a dead job back with its attempts reset.
     pub async fn retry_dead(&self, id: JobId) -> Result<JobInfo> {
-        self.backend.retry_dead(id).await
+        self.backend("dead-letter retry")?.retry_dead(id).await
     }
 
     /// Removes every job of `queue` that has not started; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
-        self.backend.purge_queue(queue).await
+        self.backend("purge")?.purge_queue(queue).await
     }
 
     /// Deletes completed and cancelled jobs that finished more than `older_than` ago.
@@ -109,37 +159,37 @@ impl Conveyor {
             .ok()
             .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
             .ok_or_else(|| Error::invalid("older_than", format!("{older_than:?} is too long")))?;
-        self.backend.cleanup(before).await
+        self.backend("cleanup")?.cleanup(before).await
     }
 
     /// Puts every dead job back with attempts reset; returns how many.
     pub async fn retry_all_dead(&self) -> Result<u64> {
-        self.backend.retry_all_dead().await
+        self.backend("dead-letter retry")?.retry_all_dead().await
     }
 
     /// Deletes every dead job; returns how many.
     pub async fn purge_dead(&self) -> Result<u64> {
-        self.backend.purge_dead().await
+        self.backend("dead-letter purge")?.purge_dead().await
     }
 
     /// Every recurring schedule, by name.
     pub async fn schedules(&self) -> Result<Vec<CronEntry>> {
-        self.backend.list_cron().await
+        self.backend("cron")?.list_cron().await
     }
 
     /// Adds or replaces a recurring schedule.
     pub async fn schedule(&self, entry: CronEntry) -> Result<CronEntry> {
-        self.backend.upsert_cron(entry).await
+        self.backend("cron")?.upsert_cron(entry).await
     }
 
     /// Removes a recurring schedule; false when there was none.
     pub async fn unschedule(&self, name: &str) -> Result<bool> {
-        self.backend.remove_cron(name).await
+        self.backend("cron")?.remove_cron(name).await
     }
 
     /// A worker for this backend (call [`Worker::events`] before [`Worker::run`] to listen).
     pub fn worker(&self, registry: Registry, config: WorkerConfig) -> Worker {
-        Worker::new(self.backend.clone().as_engine(), registry, config)
+        Worker::new(self.engine.clone(), registry, config)
     }
 
     /// Runs a worker and the cron scheduler until `shutdown` resolves, then drains gracefully.
@@ -161,15 +211,27 @@ impl Conveyor {
         shutdown: impl Future<Output = impl Sized> + Send,
     ) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let schedules = self.backend.clone().as_schedules();
-        let mut cron_stop = stop_rx.clone();
-        let cron = tokio::spawn(run_scheduler(
-            schedules,
-            Duration::from_secs(1),
-            async move {
-                let _ = cron_stop.wait_for(|stop| *stop).await;
-            },
-        ));
+        // The cron scheduler runs where the engine stores schedules; an engine without them
+        // (Kafka, until its part 2) serves workers only, and says so.
+        let cron = match &self.backend {
+            Some(backend) => {
+                let mut cron_stop = stop_rx.clone();
+                Some(tokio::spawn(run_scheduler(
+                    backend.clone().as_schedules(),
+                    Duration::from_secs(1),
+                    async move {
+                        let _ = cron_stop.wait_for(|stop| *stop).await;
+                    },
+                )))
+            }
+            None => {
+                tracing::warn!(
+                    engine = self.name,
+                    "this engine has no cron schedules yet: serving workers only"
+                );
+                None
+            }
+        };
         let mut worker_stop = stop_rx;
         let worker = worker.run(async move {
             let _ = worker_stop.wait_for(|stop| *stop).await;
@@ -184,7 +246,9 @@ impl Conveyor {
             }
         };
         let _ = stop_tx.send(true);
-        let _ = cron.await;
+        if let Some(cron) = cron {
+            let _ = cron.await;
+        }
         result
     }
 }

@@ -10,7 +10,7 @@ use crate::{input, output};
 pub async fn run(ctx: &Context, command: CronCommand) -> anyhow::Result<()> {
     match command {
         CronCommand::List { json } => {
-            let entries = ctx.open().await?.backend().list_cron().await?;
+            let entries = ctx.open().await?.schedules().await?;
             if json {
                 output::json(&entries)
             } else {

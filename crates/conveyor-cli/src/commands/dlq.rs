@@ -26,13 +26,13 @@ pub async fn run(ctx: &Context, command: DlqCommand) -> anyhow::Result<()> {
                 }
                 // clap requires `--all` when there is no id.
                 None => {
-                    let retried = conveyor.backend().retry_all_dead().await?;
+                    let retried = conveyor.retry_all_dead().await?;
                     count(json, "retried", retried)
                 }
             }
         }
         DlqCommand::Purge { json } => {
-            let purged = ctx.open().await?.backend().purge_dead().await?;
+            let purged = ctx.open().await?.purge_dead().await?;
             count(json, "purged", purged)
         }
     }

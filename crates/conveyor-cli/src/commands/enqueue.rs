@@ -109,7 +109,7 @@ async fn batch(
     let lines = input::batch_lines(&text)?;
     drop(text);
     let conveyor = ctx.open().await?;
-    let limit = conveyor.backend().max_payload_bytes();
+    let limit = conveyor.engine().max_payload_bytes();
     // Every job is checked before the first chunk is stored: a bad line enqueues nothing.
     let mut jobs = Vec::with_capacity(lines.len());
     for (line, payload) in lines {

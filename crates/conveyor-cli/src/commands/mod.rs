@@ -9,7 +9,6 @@ mod serve;
 use std::future::Future;
 use std::pin::Pin;
 
-use anyhow::Context as _;
 use conveyor::Conveyor;
 
 use crate::cli::{Cli, Command};
@@ -40,13 +39,10 @@ impl Context {
         })
     }
 
-    /// Opens the backend (creating and migrating a SQLite file if needed).
+    /// Opens the backend (creating and migrating a SQLite file, or creating Kafka topics, if
+    /// needed).
     pub async fn open(&self) -> anyhow::Result<Conveyor> {
-        let url = self.backend_url.clone();
-        let opened = tokio::task::spawn_blocking(move || Conveyor::open(&url))
-            .await
-            .context("opening the backend")?;
-        Ok(opened?)
+        Ok(Conveyor::connect(&self.backend_url).await?)
     }
 }
 

@@ -70,7 +70,7 @@ fn announce(verb: &str, ctx: &Context, config: &WorkerConfig, conveyor: &Conveyo
     };
     tracing::info!(
         backend = %ctx.backend_url,
-        engine = conveyor.backend().name(),
+        engine = conveyor.engine().name(),
         queues = %queues,
         concurrency = config.concurrency,
         config = %ctx.config.path.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string()),
