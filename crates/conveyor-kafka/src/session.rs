@@ -19,7 +19,8 @@ use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Pending, State, Tp};
 use crate::{Envelope, Error, KafkaConfig, Record};
 
-/// Most records read and not finished before partitions are paused (back-pressure).
+/// Most records read and not finished: beyond it the session stops taking records from the
+/// client until workers catch up (back-pressure that bounds memory by this, not the backlog).
 const MAX_BUFFERED: usize = 4096;
 
 pub(crate) struct Shared {
@@ -30,7 +31,6 @@ pub(crate) struct Shared {
     waker: Arc<Notify>,
     /// Wakes the poll loop when a new due time appears (a keyed retry held in memory).
     timer: Notify,
-    paused_all: Mutex<bool>,
 }
 
 impl Shared {
@@ -45,14 +45,17 @@ pub(crate) struct SessionContext {
 
 impl ClientContext for SessionContext {}
 
+fn partitions(list: &TopicPartitionList) -> Vec<Tp> {
+    list.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
 impl ConsumerContext for SessionContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<Tp> = list
-                .elements()
-                .iter()
-                .map(|e| (Arc::from(e.topic()), e.partition()))
-                .collect();
+            let revoked = partitions(list);
             let commits = self.shared.state().revoke(&revoked);
             tracing::info!(
                 partitions = revoked.len(),
@@ -61,6 +64,14 @@ impl ConsumerContext for SessionContext {
             if let Err(err) = commit(consumer, &commits, CommitMode::Sync) {
                 tracing::warn!(error = %err, "commit before revocation failed; some jobs may run twice");
             }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned = partitions(list);
+            tracing::info!(partitions = assigned.len(), "partitions assigned");
+            self.shared.state().assign(&assigned);
         }
     }
 }
@@ -89,7 +100,6 @@ impl Session {
             config: config.clone(),
             waker,
             timer: Notify::new(),
-            paused_all: Mutex::new(false),
         });
         let client = client_config(config, |c| {
             c.set("group.id", &config.group)
@@ -101,7 +111,10 @@ impl Session {
                     "session.timeout.ms",
                     config.session_timeout.as_millis().to_string(),
                 )
-                .set("topic.metadata.refresh.interval.ms", "5000");
+                .set("topic.metadata.refresh.interval.ms", "5000")
+                // The poll loop stops taking records while the buffer is full; it only ever
+                // waits on workers, so allow it as long as a slow batch of jobs may take.
+                .set("max.poll.interval.ms", "1800000");
         });
         let consumer: GroupConsumer = client.create_with_context(SessionContext {
             shared: shared.clone(),
@@ -128,7 +141,8 @@ impl Session {
         if let Err(err) = commit(self.consumer.as_ref(), &commits, CommitMode::Async) {
             tracing::warn!(error = %err, "commit failed; will commit a later position");
         }
-        self.resume_if_drained();
+        // Finished work may have made room in the buffer: let the poll loop read again.
+        self.shared.timer.notify_one();
         let taken = self.shared.state().take(limit);
         Ok(taken.into_iter().map(to_job).collect())
     }
@@ -190,29 +204,6 @@ impl Session {
         let mut record = envelope.to_record();
         provenance(&mut record, pending, error);
         self.shared.producer.send(&topic, &record).await.map(|_| ())
-    }
-
-    fn resume_if_drained(&self) {
-        let mut paused = self
-            .shared
-            .paused_all
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if *paused && self.shared.state().buffered() < MAX_BUFFERED / 2 {
-            if let Ok(assignment) = self.consumer.assignment() {
-                let state = self.shared.state();
-                let mut resume = TopicPartitionList::new();
-                for e in assignment.elements() {
-                    if !state.is_delayed(&(Arc::from(e.topic()), e.partition())) {
-                        resume.add_partition(e.topic(), e.partition());
-                    }
-                }
-                drop(state);
-                if self.consumer.resume(&resume).is_ok() {
-                    *paused = false;
-                }
-            }
-        }
     }
 
     /// Stops reading, commits what is finished and leaves the group.
@@ -300,33 +291,30 @@ async fn poll_loop(
             _ = stop.changed() => return,
             _ = sleep => {}
             _ = shared.timer.notified() => {}
-            message = consumer.recv() => match message {
-                Ok(message) => take_in(&consumer, &shared, &message).await,
+            // Back-pressure: while the buffer is full, records stay in the client. The loop
+            // keeps running (and librdkafka keeps the group membership alive in its own thread).
+            message = consumer.recv(), if shared.state().buffered() < MAX_BUFFERED => match message {
+                Ok(message) => take_in(&shared, &message).await,
                 Err(err) => {
                     tracing::warn!(error = %err, "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
         }
-        let (resume, next) = shared.state().release_due(now_ms());
-        next_due = next;
-        if !resume.is_empty() {
-            let mut list = TopicPartitionList::new();
-            for (topic, partition) in &resume {
-                list.add_partition(topic, *partition);
-            }
-            if let Err(err) = consumer.resume(&list) {
-                tracing::warn!(error = %err, "resume of a retry tier partition failed");
-            }
-        }
+        next_due = shared.state().release_due(now_ms());
         shared.waker.notify_waiters();
     }
 }
 
-/// Takes in one record: ready, waiting behind its key, or (a retry not due yet) held with its
-/// partition paused.
-async fn take_in(consumer: &GroupConsumer, shared: &Shared, message: &BorrowedMessage<'_>) {
+/// Takes in one record: ready, waiting behind its key, or (a retry not due yet) held in memory
+/// until due.
+async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     let tp: Tp = (Arc::from(message.topic()), message.partition());
+    if !shared.state().is_assigned(&tp) {
+        // Fetched before its partition was revoked: the new owner reads it again. Taking it
+        // here could commit a position in a partition this worker no longer owns.
+        return;
+    }
     let offset = message.offset();
     let record = to_record(message);
     let queue = queue_of(&shared.config, message.topic());
@@ -346,24 +334,8 @@ async fn take_in(consumer: &GroupConsumer, shared: &Shared, message: &BorrowedMe
         },
         now_ms(),
     );
-    let mut list = TopicPartitionList::new();
-    if let Accepted::Delayed { pause: true, .. } = accepted {
-        list.add_partition(&tp.0, tp.1);
-    }
-    if shared.state().buffered() >= MAX_BUFFERED {
-        let mut paused = shared.paused_all.lock().unwrap_or_else(|e| e.into_inner());
-        if !*paused {
-            if let Ok(assignment) = consumer.assignment() {
-                list = assignment;
-                *paused = true;
-                tracing::debug!("back-pressure: pausing partitions until workers catch up");
-            }
-        }
-    }
-    if list.count() > 0 {
-        if let Err(err) = consumer.pause(&list) {
-            tracing::warn!(error = %err, "pause failed");
-        }
+    if let Accepted::Ready = accepted {
+        shared.waker.notify_waiters();
     }
 }
 

@@ -28,8 +28,8 @@ pub(crate) enum Accepted {
     Ready,
     /// Waits behind an earlier job of its ordering key.
     Waiting,
-    /// A retry tier record not due yet: the partition should be paused until `due_ms`.
-    Delayed { pause: bool, due_ms: i64 },
+    /// A retry tier record not due yet: held in memory until `due_ms`.
+    Delayed { due_ms: i64 },
 }
 
 #[derive(Default)]
@@ -43,9 +43,21 @@ pub(crate) struct State {
     delayed: HashMap<Tp, VecDeque<Pending>>,
     /// Keyed jobs waiting in memory for their retry (they keep their key and their offset).
     held: Vec<Pending>,
+    /// Partitions the group assigned to this session.
+    assigned: HashSet<Tp>,
 }
 
 impl State {
+    /// True when the partition is currently assigned to this session.
+    pub fn is_assigned(&self, tp: &Tp) -> bool {
+        self.assigned.contains(tp)
+    }
+
+    /// Records newly assigned partitions.
+    pub fn assign(&mut self, partitions: &[Tp]) {
+        self.assigned.extend(partitions.iter().cloned());
+    }
+
     /// Takes in a record's job.
     pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
         self.offsets
@@ -58,20 +70,14 @@ impl State {
                 .and_then(|p| p.envelope.not_before)
                 .unwrap_or(now_ms);
             queue.push_back(pending);
-            return Accepted::Delayed {
-                pause: false,
-                due_ms,
-            };
+            return Accepted::Delayed { due_ms };
         }
         if let Some(due_ms) = pending.envelope.not_before.filter(|t| *t > now_ms) {
             self.delayed
                 .entry(pending.tp.clone())
                 .or_default()
                 .push_back(pending);
-            return Accepted::Delayed {
-                pause: true,
-                due_ms,
-            };
+            return Accepted::Delayed { due_ms };
         }
         self.admit(pending)
     }
@@ -92,22 +98,19 @@ impl State {
         Accepted::Ready
     }
 
-    /// Moves due delayed and held jobs to the ready queue. Returns the partitions whose
-    /// delayed records are all out (to resume) and the next due time, if any.
-    pub fn release_due(&mut self, now_ms: i64) -> (Vec<Tp>, Option<i64>) {
-        let mut resume = Vec::new();
+    /// Moves due delayed and held jobs to the ready queue. Returns the next due time, if any.
+    pub fn release_due(&mut self, now_ms: i64) -> Option<i64> {
         let mut next: Option<i64> = None;
         let mut due = Vec::new();
-        for (tp, queue) in self.delayed.iter_mut() {
+        for queue in self.delayed.values_mut() {
             while queue
                 .front()
                 .is_some_and(|p| p.envelope.not_before.unwrap_or(0) <= now_ms)
             {
                 due.extend(queue.pop_front());
             }
-            match queue.front() {
-                Some(head) => next = min_opt(next, head.envelope.not_before),
-                None => resume.push(tp.clone()),
+            if let Some(head) = queue.front() {
+                next = min_opt(next, head.envelope.not_before);
             }
         }
         self.delayed.retain(|_, q| !q.is_empty());
@@ -126,7 +129,7 @@ impl State {
         for pending in now_due.into_iter().rev() {
             self.ready.push_front(pending);
         }
-        (resume, next)
+        next
     }
 
     /// Hands out up to `limit` ready jobs.
@@ -147,11 +150,6 @@ impl State {
     /// Puts back a lease taken with [`State::unlease`] (its outcome could not be stored yet).
     pub fn relet(&mut self, pending: Pending) {
         self.leased.insert(pending.envelope.id, pending);
-    }
-
-    /// True while the partition has retry records waiting for their time (it stays paused).
-    pub fn is_delayed(&self, tp: &Tp) -> bool {
-        self.delayed.contains_key(tp)
     }
 
     /// Marks a job's record finished and lets the next job of its key go.
@@ -214,6 +212,7 @@ impl State {
         for tp in revoked {
             self.offsets.remove(tp);
             self.delayed.remove(tp);
+            self.assigned.remove(tp);
         }
         // A key whose running job was revoked is free again (all its jobs share the partition).
         for key in dropped_keys {

@@ -68,21 +68,15 @@ fn the_commit_waits_for_the_slowest_job() {
 }
 
 #[test]
-fn retry_records_wait_until_due_and_pause_only_their_partition() {
+fn retry_records_wait_until_due_without_holding_other_partitions() {
     let mut s = State::default();
     assert_eq!(
         s.accept(pending(2, 0, None, Some(1_000)), 0),
-        Accepted::Delayed {
-            pause: true,
-            due_ms: 1_000
-        }
+        Accepted::Delayed { due_ms: 1_000 }
     );
     assert_eq!(
         s.accept(pending(2, 1, None, Some(500)), 0),
-        Accepted::Delayed {
-            pause: false,
-            due_ms: 1_000
-        }
+        Accepted::Delayed { due_ms: 1_000 }
     );
     assert_eq!(
         s.accept(pending(3, 0, None, None), 0),
@@ -90,13 +84,9 @@ fn retry_records_wait_until_due_and_pause_only_their_partition() {
         "other partitions flow"
     );
     assert_eq!(ids(&s.take(10)), [0]);
-    let (resume, next) = s.release_due(999);
-    assert!(resume.is_empty());
-    assert_eq!(next, Some(1_000));
+    assert_eq!(s.release_due(999), Some(1_000));
     assert!(s.take(10).is_empty(), "never early");
-    let (resume, next) = s.release_due(1_000);
-    assert_eq!(resume, [tp(2)]);
-    assert_eq!(next, None);
+    assert_eq!(s.release_due(1_000), None);
     assert_eq!(ids(&s.take(10)), [0, 1]);
 }
 
@@ -113,7 +103,7 @@ fn a_keyed_retry_holds_its_key_and_offset() {
         s.take(10).is_empty(),
         "the next job of the key must wait for the retry"
     );
-    assert_eq!(s.release_due(50).1, Some(100));
+    assert_eq!(s.release_due(50), Some(100));
     s.release_due(100);
     let again = s.take(10);
     assert_eq!(
