@@ -20,4 +20,5 @@ pub use engine::KafkaEngine;
 pub use envelope::{Envelope, Headers, Record};
 pub use error::Error;
 pub use ingest::{Format, IngestDecoder, Zone};
+pub use session::record_of;
 pub use topics::TopicLayout;

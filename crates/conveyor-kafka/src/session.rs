@@ -316,7 +316,7 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         return;
     }
     let offset = message.offset();
-    let record = to_record(message);
+    let record = record_of(message);
     let queue = queue_of(&shared.config, message.topic());
     let envelope = match Envelope::from_record(&record, &queue) {
         Ok(envelope) => envelope,
@@ -383,7 +383,8 @@ fn placeholder_envelope() -> Envelope {
     )
 }
 
-fn to_record(message: &BorrowedMessage<'_>) -> Record {
+/// A consumed message as a [`Record`].
+pub fn record_of<M: Message>(message: &M) -> Record {
     let headers = message
         .headers()
         .map(|h| {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use conveyor_kafka::{KafkaConfig, Record};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 
 pub fn broker() -> &'static str {
@@ -69,19 +68,7 @@ pub async fn read_topic(config: &KafkaConfig, topic: &str, count: usize) -> Vec<
         let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
             break;
         };
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Record {
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-        });
+        out.push(conveyor_kafka::record_of(&message));
     }
     out
 }
