@@ -1,19 +1,17 @@
-//! `conveyor bench`: a built-in load generator. Every workload runs on fresh files beside the
-//! backend's database (same filesystem, same durability) and is compared with the raw SQLite
-//! ceiling measured in the same run.
+//! `conveyor bench`: a built-in load generator. Each workload runs on fresh storage (SQLite
+//! files beside the backend's database, or Kafka topics with a fresh prefix) and is compared
+//! with the raw storage ceiling measured in the same run.
 
-mod ceiling;
+mod kafka;
+mod sqlite;
+mod sqlite_ceiling;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use conveyor::{
-    handler_fn, Conveyor, NewJob, Outcome, Registry, SqliteConfig, SqliteEngine, Synchronous,
-    WorkerConfig,
-};
+use conveyor::{handler_fn, Engine, NewJob, Outcome, Registry, Worker, WorkerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -36,7 +34,7 @@ pub struct BenchArgs {
     /// Jobs per workload (default: 100000 for burn-down, 2000 for latency).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Worker concurrency for burn-down (also the ceiling loop's batch size).
+    /// Worker concurrency for burn-down (also the SQLite ceiling loop's batch size).
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,
     /// Print one JSON object per workload on stdout.
@@ -61,9 +59,8 @@ pub struct BenchResult {
     peak_rss_mb: Option<f64>,
 }
 
-/// Runs the chosen workloads against fresh files next to `backend_url`'s database.
+/// Runs the chosen workloads on the engine `backend_url` names.
 pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
-    let config = SqliteConfig::from_url(backend_url).map_err(conveyor::Error::from)?;
     if args.concurrency == 0 {
         bail!("invalid concurrency: must be at least 1");
     }
@@ -72,48 +69,19 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
     } else {
         args.workload.clone()
     };
-    let dir = bench_dir(&config.path)?;
     for workload in workloads {
-        let result = match workload {
-            Workload::BurnDown => {
-                burn_down(
-                    &config,
-                    dir.path(),
-                    args.jobs.unwrap_or(100_000),
-                    args.concurrency,
-                )
-                .await?
-            }
-            Workload::Latency => latency(&config, dir.path(), args.jobs.unwrap_or(2_000)).await?,
+        let jobs = args.jobs.unwrap_or(match workload {
+            Workload::BurnDown => 100_000,
+            Workload::Latency => 2_000,
+        });
+        let result = if backend_url.starts_with("kafka://") {
+            kafka::run(backend_url, workload, jobs, args.concurrency).await?
+        } else {
+            sqlite::run(backend_url, workload, jobs, args.concurrency).await?
         };
         report(&result, args.json)?;
     }
     Ok(())
-}
-
-fn bench_dir(db: &Path) -> Result<tempfile::TempDir> {
-    let parent = db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    tempfile::Builder::new()
-        .prefix(".conveyor-bench-")
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot create a bench folder in {}", parent.display()))
-}
-
-fn sync_name(config: &SqliteConfig) -> &'static str {
-    match config.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    }
-}
-
-fn open_fresh(config: &SqliteConfig, dir: &Path, name: &str) -> Result<(Conveyor, PathBuf)> {
-    let mut fresh = config.clone();
-    fresh.path = dir.join(name);
-    let engine = SqliteEngine::open(fresh.clone()).map_err(anyhow::Error::from)?;
-    Ok((Conveyor::from_backend(Arc::new(engine)), fresh.path))
 }
 
 fn progress(len: usize, what: &str) -> ProgressBar {
@@ -126,28 +94,27 @@ fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-async fn burn_down(
-    config: &SqliteConfig,
-    dir: &Path,
-    jobs: usize,
-    concurrency: usize,
-) -> Result<BenchResult> {
-    let (conveyor, _) = open_fresh(config, dir, "burn-down.db")?;
+/// Enqueues `jobs` no-op jobs in batches of 1000; returns jobs per second.
+async fn enqueue_noops(engine: &Arc<dyn Engine>, jobs: usize) -> Result<f64> {
     let bar = progress(jobs, "enqueue");
-    let enqueue_started = Instant::now();
+    let started = Instant::now();
     let mut left = jobs;
     while left > 0 {
         let n = left.min(1000);
         let batch = (0..n)
             .map(|_| NewJob::new("noop", serde_json::json!({})))
             .collect();
-        conveyor.dispatch_batch(batch).await?;
+        engine.enqueue_batch(batch).await?;
         left -= n;
         bar.inc(n as u64);
     }
-    let enqueue_rate = jobs as f64 / enqueue_started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
 
+/// Drains `jobs` no-op jobs with one worker; returns the seconds until the worker stored the
+/// last outcome (it stops once every job ran, and `run` returns after the final report).
+async fn drain(engine: &Arc<dyn Engine>, jobs: usize, concurrency: usize) -> Result<f64> {
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
     let mut registry = Registry::new();
@@ -155,66 +122,46 @@ async fn burn_down(
         counter.fetch_add(1, Ordering::Relaxed);
         async { Outcome::Complete }
     }));
-    let worker_config = WorkerConfig {
-        concurrency,
-        ..WorkerConfig::default()
-    };
-    let worker = conveyor.worker(registry, worker_config);
+    let worker = Worker::new(
+        engine.clone(),
+        registry,
+        WorkerConfig {
+            concurrency,
+            ..WorkerConfig::default()
+        },
+    );
     let bar = progress(jobs, "drain");
-    let started = Instant::now();
-    let finished = done.clone();
     let watcher = bar.clone();
-    // The worker stops once every job ran; `run` returns after the last outcome is stored,
-    // so the time below includes making every completion durable.
+    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let first_seen = first.clone();
     worker
         .run(async move {
-            while finished.load(Ordering::Relaxed) < jobs {
-                watcher.set_position(finished.load(Ordering::Relaxed) as u64);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            while done.load(Ordering::Relaxed) < jobs {
+                if done.load(Ordering::Relaxed) > 0 {
+                    first_seen.get_or_init(Instant::now);
+                }
+                watcher.set_position(done.load(Ordering::Relaxed) as u64);
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
         .await?;
-    let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let remaining = conveyor
-        .stats()
-        .await?
-        .queue("default")
-        .map_or(0, |q| q.available + q.running);
-    if remaining > 0 {
-        bail!("burn-down left {remaining} jobs unfinished");
-    }
-    let (ceiling_path, sync) = (dir.join("ceiling.db"), sync_name(config));
-    let ceiling = tokio::task::spawn_blocking(move || {
-        ceiling::burn_down(&ceiling_path, sync, jobs, concurrency)
-    })
-    .await??;
-    let rate = jobs as f64 / seconds;
-    Ok(BenchResult {
-        workload: "burn-down",
-        backend: describe(config),
-        jobs,
-        seconds,
-        jobs_per_s: rate,
-        p50_ms: None,
-        p99_ms: None,
-        max_ms: None,
-        ceiling_jobs_per_s: ceiling,
-        ratio_to_ceiling: rate / ceiling,
-        enqueue_jobs_per_s: Some(enqueue_rate),
-        peak_rss_mb: peak_rss_mb(),
-    })
+    // Timed from the first job done (within a millisecond), so a Kafka group join before it
+    // does not count as drain time.
+    Ok(first.get().map_or(0.0, |t| t.elapsed().as_secs_f64()))
 }
 
-async fn latency(config: &SqliteConfig, dir: &Path, jobs: usize) -> Result<BenchResult> {
-    let (conveyor, _) = open_fresh(config, dir, "latency.db")?;
+/// `jobs` sequential round trips: enqueue one job, wait until its handler starts. Returns the
+/// sorted latencies in milliseconds and the total seconds.
+async fn round_trips(engine: &Arc<dyn Engine>, jobs: usize) -> Result<(Vec<f64>, f64)> {
     let (started_tx, mut started_rx) = mpsc::unbounded_channel::<Instant>();
     let mut registry = Registry::new();
     registry.register(handler_fn("bench_latency", move |_ctx| {
         let _ = started_tx.send(Instant::now());
         async { Outcome::Complete }
     }));
-    let worker = conveyor.worker(
+    let worker = Worker::new(
+        engine.clone(),
         registry,
         WorkerConfig {
             concurrency: 4,
@@ -225,13 +172,20 @@ async fn latency(config: &SqliteConfig, dir: &Path, jobs: usize) -> Result<Bench
     let running = tokio::spawn(worker.run(async move {
         let _ = stop_rx.await;
     }));
+    // The first job also waits for the worker to join (a Kafka group join takes seconds).
+    engine
+        .enqueue(NewJob::new("bench_latency", serde_json::json!({})))
+        .await?;
+    tokio::time::timeout(Duration::from_secs(60), started_rx.recv())
+        .await
+        .context("the warm-up job did not start within 60 s")?;
     let bar = progress(jobs, "latency");
     let mut samples = Vec::with_capacity(jobs);
     let all = Instant::now();
     for _ in 0..jobs {
         let t0 = Instant::now();
-        conveyor
-            .dispatch(NewJob::new("bench_latency", serde_json::json!({})))
+        engine
+            .enqueue(NewJob::new("bench_latency", serde_json::json!({})))
             .await?;
         let at = tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
             .await
@@ -245,25 +199,51 @@ async fn latency(config: &SqliteConfig, dir: &Path, jobs: usize) -> Result<Bench
     let _ = stop_tx.send(());
     running.await??;
     samples.sort_by(f64::total_cmp);
-    let (ceiling_path, sync) = (dir.join("ceiling-latency.db"), sync_name(config));
-    let ceiling =
-        tokio::task::spawn_blocking(move || ceiling::round_trip(&ceiling_path, sync, jobs))
-            .await??;
-    let rate = jobs as f64 / seconds;
-    Ok(BenchResult {
-        workload: "latency",
-        backend: describe(config),
-        jobs,
-        seconds,
-        jobs_per_s: rate,
-        p50_ms: Some(percentile(&samples, 0.50)),
-        p99_ms: Some(percentile(&samples, 0.99)),
-        max_ms: samples.last().copied(),
-        ceiling_jobs_per_s: ceiling,
-        ratio_to_ceiling: rate / ceiling,
-        enqueue_jobs_per_s: None,
-        peak_rss_mb: peak_rss_mb(),
-    })
+    Ok((samples, seconds))
+}
+
+impl BenchResult {
+    fn burn_down(
+        backend: String,
+        jobs: usize,
+        seconds: f64,
+        enqueue_rate: f64,
+        ceiling: f64,
+    ) -> Self {
+        let rate = jobs as f64 / seconds;
+        BenchResult {
+            workload: "burn-down",
+            backend,
+            jobs,
+            seconds,
+            jobs_per_s: rate,
+            p50_ms: None,
+            p99_ms: None,
+            max_ms: None,
+            ceiling_jobs_per_s: ceiling,
+            ratio_to_ceiling: rate / ceiling,
+            enqueue_jobs_per_s: Some(enqueue_rate),
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
+
+    fn latency(backend: String, samples: &[f64], seconds: f64, ceiling: f64) -> Self {
+        let rate = samples.len() as f64 / seconds;
+        BenchResult {
+            workload: "latency",
+            backend,
+            jobs: samples.len(),
+            seconds,
+            jobs_per_s: rate,
+            p50_ms: Some(percentile(samples, 0.50)),
+            p99_ms: Some(percentile(samples, 0.99)),
+            max_ms: samples.last().copied(),
+            ceiling_jobs_per_s: ceiling,
+            ratio_to_ceiling: rate / ceiling,
+            enqueue_jobs_per_s: None,
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -272,13 +252,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[idx]
-}
-
-fn describe(config: &SqliteConfig) -> String {
-    format!(
-        "sqlite (synchronous={})",
-        sync_name(config).to_ascii_lowercase()
-    )
 }
 
 /// Peak resident memory of this process (Linux), for the "queue is not loaded into memory"
@@ -307,7 +280,7 @@ fn report(result: &BenchResult, json: bool) -> Result<()> {
         println!("  enqueue jobs/s    {rate:>12.0}");
     }
     println!(
-        "  raw sqlite jobs/s {:>12.0}  (ratio {:.2})",
+        "  raw ceiling /s    {:>12.0}  (ratio {:.2})",
         result.ceiling_jobs_per_s, result.ratio_to_ceiling
     );
     if let Some(rss) = result.peak_rss_mb {

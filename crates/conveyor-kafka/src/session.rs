@@ -112,6 +112,10 @@ impl Session {
                     config.session_timeout.as_millis().to_string(),
                 )
                 .set("topic.metadata.refresh.interval.ms", "5000")
+                // A fetch waits at most this long for new records. Brokers that do not answer
+                // a waiting fetch when a record arrives (tansu 0.6) otherwise add the default
+                // 500 ms to every enqueue -> start on an idle queue.
+                .set("fetch.wait.max.ms", "10")
                 // The poll loop stops taking records while the buffer is full; it only ever
                 // waits on workers, so allow it as long as a slow batch of jobs may take.
                 .set("max.poll.interval.ms", "1800000");

@@ -1,0 +1,144 @@
+//! The Kafka side of `conveyor bench`: fresh topics (a new prefix) and a new consumer group on
+//! the given brokers; the ceiling is a plain rdkafka produce and consume of the same records.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use conveyor::{Engine, KafkaConfig, KafkaEngine, NewJob};
+use conveyor_kafka::producer::Producer;
+use conveyor_kafka::Envelope;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::{drain, enqueue_noops, round_trips, BenchResult, Workload};
+
+/// Runs one workload.
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    jobs: usize,
+    concurrency: usize,
+) -> Result<BenchResult> {
+    let mut config = KafkaConfig::from_url(url).map_err(conveyor::Error::from)?;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    config.topics.prefix = format!("{}bench-{}.", config.topics.prefix, &tag[20..]);
+    config.group = format!("{}-bench-{}", config.group, &tag[20..]);
+    let engine: Arc<dyn Engine> = Arc::new(KafkaEngine::connect(config.clone()).await?);
+    let backend = format!("kafka ({})", config.brokers);
+    match workload {
+        Workload::BurnDown => {
+            let enqueue_rate = enqueue_noops(&engine, jobs).await?;
+            let seconds = drain(&engine, jobs, concurrency).await?;
+            let ceiling = raw_consume_rate(&config, jobs).await?;
+            Ok(BenchResult::burn_down(
+                backend,
+                jobs,
+                seconds,
+                enqueue_rate,
+                ceiling,
+            ))
+        }
+        Workload::Latency => {
+            let (samples, seconds) = round_trips(&engine, jobs).await?;
+            let ceiling = raw_round_trips(&config, jobs).await?;
+            Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+        }
+    }
+}
+
+/// The record a no-op job is on the wire, produced `jobs` times to a fresh topic.
+async fn fill_raw_topic(config: &KafkaConfig, topic: &str, jobs: usize) -> Result<()> {
+    let producer = Producer::new(config)?;
+    producer.ensure_topics(&[topic.to_string()]).await?;
+    let job = NewJob::new("noop", serde_json::json!({}));
+    let record = Envelope::from_new_job(&job, "{}".into(), conveyor::now_ms()).to_record();
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
+        let sends = chunk.iter().map(|_| producer.send(topic, &record));
+        for sent in futures::future::join_all(sends).await {
+            sent?;
+        }
+    }
+    Ok(())
+}
+
+fn reader(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    from: Offset,
+) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("{}-raw", config.group))
+        .set("enable.auto.commit", "false")
+        // The same fetch wait as Conveyor's consumers, so both sides poll alike.
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, from)?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// Records per second a plain consumer reads the same records at.
+async fn raw_consume_rate(config: &KafkaConfig, jobs: usize) -> Result<f64> {
+    let topic = format!("{}raw", config.topics.prefix);
+    fill_raw_topic(config, &topic, jobs).await?;
+    let consumer = reader(config, &topic, config.partitions, Offset::Beginning)?;
+    tokio::task::spawn_blocking(move || {
+        let mut seen = 0;
+        let mut started = None;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while seen < jobs {
+            if Instant::now() > deadline {
+                bail!("the raw consumer read {seen} of {jobs} records in 300 s");
+            }
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                message.context("raw consume")?;
+                started.get_or_insert_with(Instant::now);
+                seen += 1;
+            }
+        }
+        Ok(jobs as f64 / started.map_or(1.0, |t: Instant| t.elapsed().as_secs_f64()))
+    })
+    .await?
+}
+
+/// Sequential produce-then-consume round trips per second, the floor of enqueue -> start.
+async fn raw_round_trips(config: &KafkaConfig, jobs: usize) -> Result<f64> {
+    let topic = format!("{}raw-latency", config.topics.prefix);
+    let producer = Producer::new(config)?;
+    producer.ensure_topics(&[topic.clone()]).await?;
+    let consumer = Arc::new(reader(config, &topic, config.partitions, Offset::End)?);
+    let record =
+        Envelope::from_new_job(&NewJob::new("noop", serde_json::json!({})), "{}".into(), 0)
+            .to_record();
+    // Let the consumer settle on the end of the empty topic before timing.
+    let warm = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = warm.poll(Duration::from_millis(500)).is_some();
+    })
+    .await?;
+    let started = Instant::now();
+    for _ in 0..jobs {
+        producer.send(&topic, &record).await?;
+        let reader = consumer.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(message) = reader.poll(Duration::from_millis(100)) {
+                    message.context("raw consume")?;
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("a raw record did not arrive within 10 s");
+                }
+            }
+        })
+        .await??;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
