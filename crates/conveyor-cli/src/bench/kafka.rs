@@ -111,7 +111,7 @@ async fn raw_consume_rate(config: &KafkaConfig, jobs: usize) -> Result<f64> {
 async fn raw_round_trips(config: &KafkaConfig, jobs: usize) -> Result<f64> {
     let topic = format!("{}raw-latency", config.topics.prefix);
     let producer = Producer::new(config)?;
-    producer.ensure_topics(&[topic.clone()]).await?;
+    producer.ensure_topics(std::slice::from_ref(&topic)).await?;
     let consumer = Arc::new(reader(config, &topic, config.partitions, Offset::End)?);
     let record =
         Envelope::from_new_job(&NewJob::new("noop", serde_json::json!({})), "{}".into(), 0)
