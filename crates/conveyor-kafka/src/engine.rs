@@ -61,6 +61,7 @@ impl KafkaEngine {
             .iter()
             .map(|e| self.config.topics.queue(&e.queue))
             .collect();
+        topics.sort_unstable();
         topics.dedup();
         self.producer.ensure_topics(&topics).await?;
         let sends = envelopes.iter().map(|e| {
