@@ -55,6 +55,18 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Raw librdkafka properties, applied last (from `conveyor.toml`).
     pub client_properties: BTreeMap<String, String>,
+    /// Topics that plain producers write in another shape, consumed like queues
+    /// (DESIGN.md §2.1; `?ingest=TOPIC:FORMAT`, repeatable).
+    pub ingest: Vec<Ingest>,
+}
+
+/// One ingest entry: a topic and how to read its records.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// The producers' topic, used as it is (no prefix).
+    pub topic: String,
+    /// How its records become jobs.
+    pub decoder: crate::IngestDecoder,
 }
 
 impl KafkaConfig {
@@ -70,6 +82,7 @@ impl KafkaConfig {
             max_payload_bytes: conveyor_core::DEFAULT_MAX_PAYLOAD_BYTES,
             session_timeout: Duration::from_secs(10),
             client_properties: BTreeMap::new(),
+            ingest: Vec::new(),
         }
     }
 
@@ -109,6 +122,14 @@ impl KafkaConfig {
             };
             match key {
                 "prefix" => config.topics.prefix = value.to_string(),
+                "ingest" => {
+                    let (topic, format) = value
+                        .rsplit_once(':')
+                        .ok_or_else(|| bad(format!("ingest must be TOPIC:FORMAT, not {value:?}")))?;
+                    let format = format.parse().map_err(|e: Error| bad(e.to_string()))?;
+                    let decoder = crate::IngestDecoder::new(format, conveyor_core::DEFAULT_QUEUE);
+                    config.ingest.push(Ingest { topic: topic.to_string(), decoder });
+                }
                 "group" if !value.is_empty() => config.group = value.to_string(),
                 "partitions" => config.partitions = number(value)?,
                 "replication" => config.replication = number(value)?,
@@ -128,7 +149,7 @@ impl KafkaConfig {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout)"
+                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, ingest)"
                     )))
                 }
             }
@@ -152,6 +173,10 @@ mod tests {
         assert_eq!(c.partitions, 12);
         assert_eq!(c.compression, Compression::Zstd);
         assert_eq!(c.group, "conveyor-workers");
+        let i = KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:event&ingest=scheduler.jobs.ingest:schedule-request").unwrap();
+        let topics: Vec<&str> = i.ingest.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["job-events", "scheduler.jobs.ingest"]);
+        assert!(KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:yaml").is_err());
     }
 
     #[test]

@@ -97,6 +97,9 @@ impl KafkaEngine {
             queues
         };
         topics.extend((0..layout.retry_tiers.len()).filter_map(|t| layout.retry(t)));
+        let ingest: Vec<String> = self.config.ingest.iter().map(|i| i.topic.clone()).collect();
+        self.producer.ensure_topics(&ingest).await?;
+        topics.extend(ingest);
         let session = Arc::new(Session::start(
             &self.config,
             self.producer.clone(),

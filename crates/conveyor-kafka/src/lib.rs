@@ -15,7 +15,7 @@ mod session;
 mod state;
 pub mod topics;
 
-pub use config::{Compression, KafkaConfig};
+pub use config::{Compression, Ingest, KafkaConfig};
 pub use engine::KafkaEngine;
 pub use envelope::{Envelope, Headers, Record};
 pub use error::Error;

@@ -322,7 +322,16 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     let offset = message.offset();
     let record = record_of(message);
     let queue = queue_of(&shared.config, message.topic());
-    let envelope = match Envelope::from_record(&record, &queue) {
+    let ingest = shared
+        .config
+        .ingest
+        .iter()
+        .find(|i| i.topic == message.topic());
+    let decoded = match ingest {
+        Some(ingest) => ingest.decoder.decode(&record, now_ms()),
+        None => Envelope::from_record(&record, &queue),
+    };
+    let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(err) => {
             dead_letter_poison(shared, &tp, offset, record, &err).await;

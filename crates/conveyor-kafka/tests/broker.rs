@@ -161,3 +161,101 @@ async fn delayed_jobs_are_refused_with_a_clear_error_until_the_scheduler_exists(
     assert!(err.to_string().contains("run_at"), "{err}");
     assert!(err.is_input_error());
 }
+
+/// Producers that know nothing of Conveyor: the Go server's event and the Java scheduler's
+/// request, written with a plain rdkafka producer, run as jobs; a record in no known shape is
+/// dead-lettered naming the field, and the topic keeps moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_shapes_from_plain_producers_run_as_jobs() {
+    use conveyor_core::handler_fn;
+    use conveyor_kafka::{Format, Ingest, IngestDecoder};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::sync::Mutex;
+
+    let mut config = fresh_config(2);
+    let events = format!("{}job-events", config.topics.prefix);
+    let requests = format!("{}scheduler.jobs.ingest", config.topics.prefix);
+    config.ingest = vec![
+        Ingest {
+            topic: events.clone(),
+            decoder: IngestDecoder::new(Format::Event, "default"),
+        },
+        Ingest {
+            topic: requests.clone(),
+            decoder: IngestDecoder::new(Format::ScheduleRequest, "default"),
+        },
+    ];
+    let engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    for kind in ["job.email.verification", "sms"] {
+        let log = ran.clone();
+        registry.register(handler_fn(kind, move |ctx| {
+            log.lock()
+                .expect("lock")
+                .push((ctx.job().kind.clone(), ctx.job().payload.clone()));
+            async { conveyor_core::Outcome::Complete }
+        }));
+    }
+    let mut worker = run(&engine, registry, test_config());
+
+    let plain: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .expect("plain producer");
+    let event = json!({
+        "id": "550e8400-e29b-41d4-a716-446655440000",
+        "type": "job.email.verification",
+        "data": {"type": "verification", "user_id": "u-1"},
+        "timestamp": "2025-01-01T12:00:00Z"
+    })
+    .to_string();
+    let request = json!({
+        "requestId": "req-42", "appName": "sms", "scheduledTime": "2025-11-03T22:00:00Z",
+        "priority": "high", "idempotencyKey": "sms-1", "jobData": {"phone": "+15550000"}
+    })
+    .to_string();
+    let broken =
+        json!({"requestId": "req-43", "scheduledTime": "2025-11-03T22:00:00Z", "jobData": {}})
+            .to_string();
+    for (topic, value) in [
+        (&events, &event),
+        (&requests, &broken),
+        (&requests, &request),
+    ] {
+        plain
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("plain produce");
+    }
+    worker
+        .until("both seed jobs ran", |seen| completed_count(seen) >= 2)
+        .await;
+    worker.stop().await;
+    let mut ran = ran.lock().expect("lock").clone();
+    ran.sort();
+    assert_eq!(ran[0].0, "job.email.verification");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ran[0].1).expect("json"),
+        json!({"type": "verification", "user_id": "u-1"})
+    );
+    assert_eq!(ran[1].0, "sms");
+    let dead = read_topic(&config, &config.topics.dead(), 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(text(&dead[0], header::ORIGINAL_TOPIC), requests);
+    assert!(
+        text(&dead[0], header::ERROR_MESSAGE).contains("missing required field `appName`"),
+        "{dead:?}"
+    );
+}
+
+fn completed_count(events: &[JobEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Completed { .. }))
+        .count()
+}
