@@ -84,9 +84,14 @@ pub struct WorkerFlags {
     /// Queues to serve, comma separated (default: every queue).
     #[arg(long, value_delimiter = ',', value_name = "a,b")]
     pub queues: Vec<String>,
-    /// Most jobs running at once.
-    #[arg(long, value_name = "N")]
+    /// Most jobs running at once (the Go worker server's `KAFKA_WORKER_POOL_SIZE` works too).
+    #[arg(long, env = "KAFKA_WORKER_POOL_SIZE", value_name = "N")]
     pub concurrency: Option<NonZeroUsize>,
+    /// Kafka only: also consume TOPIC, whose records plain producers write in FORMAT (`event`,
+    /// `schedule-request`, `auto`, `conveyor`). Repeatable. `KAFKA_JOB_TOPIC` adds an `event`
+    /// ingest, as the Go worker server reads it.
+    #[arg(long, value_name = "TOPIC=FORMAT")]
+    pub ingest: Vec<String>,
 }
 
 /// Arguments of `conveyor serve`.

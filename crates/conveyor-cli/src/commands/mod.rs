@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use conveyor::Conveyor;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, WorkerFlags};
 use crate::config::Config;
 use crate::failure::Interrupted;
 
@@ -44,6 +44,62 @@ impl Context {
     pub async fn open(&self) -> anyhow::Result<Conveyor> {
         Ok(Conveyor::connect(&self.backend_url).await?)
     }
+
+    /// Opens the backend for a worker: on Kafka with its ingest topics and the Go worker
+    /// server's variables (`KAFKA_JOB_TOPIC`, `KAFKA_JOB_CONSUMER_GROUP`).
+    pub async fn open_worker(&self, flags: &WorkerFlags) -> anyhow::Result<Conveyor> {
+        let url = worker_url(
+            &self.backend_url,
+            &flags.ingest,
+            std::env::var("KAFKA_JOB_TOPIC").ok(),
+            std::env::var("KAFKA_JOB_CONSUMER_GROUP").ok(),
+        )?;
+        Ok(Conveyor::connect(&url).await?)
+    }
+}
+
+/// The backend URL with the worker's ingest entries and group as Kafka URL options.
+fn worker_url(
+    base: &str,
+    ingest: &[String],
+    job_topic: Option<String>,
+    group: Option<String>,
+) -> Result<String, conveyor::Error> {
+    if !base.starts_with("kafka://") {
+        if !ingest.is_empty() {
+            return Err(conveyor::Error::invalid(
+                "ingest",
+                "ingest topics need a kafka:// backend",
+            ));
+        }
+        return Ok(base.to_string());
+    }
+    let mut options = Vec::new();
+    for entry in ingest {
+        let (topic, format) = entry
+            .split_once('=')
+            .filter(|(t, f)| !t.is_empty() && !f.is_empty())
+            .ok_or_else(|| {
+                conveyor::Error::invalid("ingest", format!("{entry:?} is not TOPIC=FORMAT"))
+            })?;
+        options.push(format!("ingest={topic}:{format}"));
+    }
+    options.extend(
+        job_topic
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("ingest={t}:event")),
+    );
+    options.extend(
+        group
+            .filter(|g| !g.is_empty())
+            .map(|g| format!("group={g}")),
+    );
+    let mut url = base.to_string();
+    for option in options {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&option);
+    }
+    Ok(url)
 }
 
 /// A verb that stops at once on a signal.
@@ -73,5 +129,42 @@ pub async fn run(
     tokio::select! {
         result = admin => result,
         () = shutdown => Err(Interrupted.into()),
+    }
+}
+
+#[cfg(test)]
+mod worker_url_tests {
+    use super::worker_url;
+
+    #[test]
+    fn kafka_urls_get_ingest_and_group_options() {
+        let url = worker_url(
+            "kafka://h:1",
+            &["orders=auto".into()],
+            Some("job-events".into()),
+            Some("job-workers".into()),
+        );
+        assert_eq!(
+            url.unwrap(),
+            "kafka://h:1?ingest=orders:auto&ingest=job-events:event&group=job-workers"
+        );
+        let url = worker_url("kafka://h:1?prefix=x.", &[], None, None);
+        assert_eq!(url.unwrap(), "kafka://h:1?prefix=x.");
+    }
+
+    #[test]
+    fn bad_or_misplaced_ingest_is_an_input_error() {
+        assert!(worker_url("kafka://h:1", &["orders".into()], None, None)
+            .unwrap_err()
+            .is_input_error());
+        assert!(
+            worker_url("sqlite://x.db", &["orders=event".into()], None, None)
+                .unwrap_err()
+                .is_input_error()
+        );
+        assert_eq!(
+            worker_url("sqlite://x.db", &[], Some("t".into()), None).unwrap(),
+            "sqlite://x.db"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub async fn serve(
     if let Some(addr) = &listen {
         check_listen(addr)?;
     }
-    let conveyor = ctx.open().await?;
+    let conveyor = ctx.open_worker(&args.worker).await?;
     let entries = ctx.config.cron_entries();
     for entry in &entries {
         conveyor.schedule(entry.clone()).await?;
@@ -52,7 +52,7 @@ pub async fn worker(
     let config = ctx
         .config
         .worker_config(&args.worker.queues, args.worker.concurrency)?;
-    let conveyor = ctx.open().await?;
+    let conveyor = ctx.open_worker(&args.worker).await?;
     announce("worker", ctx, &config, &conveyor);
     let worker = conveyor.worker(Registry::with_builtins(), config);
     log_events(&worker);
