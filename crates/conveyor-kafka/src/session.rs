@@ -206,7 +206,7 @@ impl Session {
             None => layout.dead(),
         };
         let mut record = envelope.to_record();
-        provenance(&mut record, pending, error);
+        provenance(&mut record, &pending.tp, pending.offset, error);
         self.shared.producer.send(&topic, &record).await.map(|_| ())
     }
 
@@ -234,14 +234,14 @@ impl Drop for Session {
 }
 
 /// Adds the seeds' provenance headers.
-fn provenance(record: &mut Record, pending: &Pending, error: &str) {
+fn provenance(record: &mut Record, (topic, partition): &Tp, offset: i64, error: &str) {
     let mut put = |name: &str, value: String| {
         record.headers.retain(|(n, _)| n != name);
         record.headers.push((name.to_string(), value.into_bytes()));
     };
-    put(header::ORIGINAL_TOPIC, pending.tp.0.to_string());
-    put(header::ORIGINAL_PARTITION, pending.tp.1.to_string());
-    put(header::ORIGINAL_OFFSET, pending.offset.to_string());
+    put(header::ORIGINAL_TOPIC, topic.to_string());
+    put(header::ORIGINAL_PARTITION, partition.to_string());
+    put(header::ORIGINAL_OFFSET, offset.to_string());
     put(header::ERROR_MESSAGE, error.to_string());
     put(header::ERROR_TIMESTAMP, now_ms().to_string());
 }
@@ -361,14 +361,10 @@ async fn dead_letter_poison(
     mut record: Record,
     err: &Error,
 ) {
-    let pending_like = Pending {
-        tp: tp.clone(),
-        offset,
-        envelope: placeholder_envelope(),
-    };
     provenance(
         &mut record,
-        &pending_like,
+        tp,
+        offset,
         &format!("undecodable record: {err}"),
     );
     let dead = shared.config.topics.dead();
@@ -386,14 +382,6 @@ async fn dead_letter_poison(
             }
         }
     }
-}
-
-fn placeholder_envelope() -> Envelope {
-    Envelope::from_new_job(
-        &conveyor_core::NewJob::new("undecodable", serde_json::Value::Null),
-        "null".into(),
-        0,
-    )
 }
 
 /// A consumed message as a [`Record`].

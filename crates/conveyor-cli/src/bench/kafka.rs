@@ -53,8 +53,11 @@ async fn fill_raw_topic(config: &KafkaConfig, topic: &str, jobs: usize) -> Resul
     producer.ensure_topics(&[topic.to_string()]).await?;
     let job = NewJob::new("noop", serde_json::json!({}));
     let record = Envelope::from_new_job(&job, "{}".into(), conveyor::now_ms()).to_record();
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
-        let sends = chunk.iter().map(|_| producer.send(topic, &record));
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(1000);
+        left -= n;
+        let sends = (0..n).map(|_| producer.send(topic, &record));
         for sent in futures::future::join_all(sends).await {
             sent?;
         }
