@@ -3,6 +3,7 @@
 //! with the raw storage ceiling measured in the same run.
 
 mod kafka;
+mod paced;
 mod sqlite;
 mod sqlite_ceiling;
 
@@ -23,6 +24,51 @@ pub enum Workload {
     BurnDown,
     /// N sequential enqueue -> handler start round trips on an idle worker.
     Latency,
+    /// `--rate` no-op jobs per second for `--seconds`; enqueue -> start latency measured from
+    /// each job's intended send time.
+    Sustained,
+    /// `--jobs` jobs that fail twice (200/400 ms backoff) with healthy jobs at `--rate` beside
+    /// them for `--seconds`; the healthy jobs' latency is reported.
+    RetryStorm,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::BurnDown => "burn-down",
+            Workload::Latency => "latency",
+            Workload::Sustained => "sustained",
+            Workload::RetryStorm => "retry-storm",
+        }
+    }
+
+    fn default_jobs(self) -> usize {
+        match self {
+            Workload::BurnDown => 100_000,
+            Workload::Latency => 2_000,
+            Workload::Sustained => 0,
+            Workload::RetryStorm => 50_000,
+        }
+    }
+
+    fn default_rate(self) -> f64 {
+        match self {
+            Workload::RetryStorm => 500.0,
+            _ => 10_000.0,
+        }
+    }
+}
+
+/// What one workload is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    workload: Workload,
+    /// Jobs (burn-down, latency) or storm jobs (retry storm).
+    jobs: usize,
+    /// Worker concurrency.
+    concurrency: usize,
+    /// The paced stream (sustained, retry storm).
+    pace: paced::Pace,
 }
 
 /// Options of `conveyor bench`.
@@ -37,6 +83,12 @@ pub struct BenchArgs {
     /// Worker concurrency for burn-down (also the SQLite ceiling loop's batch size).
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,
+    /// Paced jobs per second (default: 10000 for sustained, 500 healthy jobs for retry-storm).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long the paced stream runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
     /// Print one JSON object per workload on stdout.
     #[arg(long)]
     pub json: bool,
@@ -53,9 +105,17 @@ pub struct BenchResult {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
-    ceiling_jobs_per_s: f64,
-    ratio_to_ceiling: f64,
+    /// Throughput workloads: the raw loop's rate. Paced ones: none.
+    ceiling_jobs_per_s: Option<f64>,
+    /// Paced workloads: the raw client's p50 and p99 for the same stream.
+    ceiling_p50_ms: Option<f64>,
+    ceiling_p99_ms: Option<f64>,
+    /// Throughput: rate / ceiling rate. Paced: ceiling p99 / p99 (1.0 = as fast as raw).
+    ratio_to_ceiling: Option<f64>,
     enqueue_jobs_per_s: Option<f64>,
+    /// Retry storm: storm jobs, and the seconds until the last of them completed.
+    storm_jobs: Option<usize>,
+    storm_seconds: Option<f64>,
     peak_rss_mb: Option<f64>,
 }
 
@@ -69,15 +129,27 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
     } else {
         args.workload.clone()
     };
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        bail!("invalid seconds: must be a positive number");
+    }
     for workload in workloads {
-        let jobs = args.jobs.unwrap_or(match workload {
-            Workload::BurnDown => 100_000,
-            Workload::Latency => 2_000,
-        });
+        let rate = args.rate.unwrap_or(workload.default_rate());
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("invalid rate: must be a positive number of jobs per second");
+        }
+        let plan = Plan {
+            workload,
+            jobs: args.jobs.unwrap_or(workload.default_jobs()),
+            concurrency: args.concurrency,
+            pace: paced::Pace {
+                rate,
+                total: ((rate * args.seconds).round() as usize).max(1),
+            },
+        };
         let result = if backend_url.starts_with("kafka://") {
-            kafka::run(backend_url, workload, jobs, args.concurrency).await?
+            kafka::run(backend_url, plan).await?
         } else {
-            sqlite::run(backend_url, workload, jobs, args.concurrency).await?
+            sqlite::run(backend_url, plan).await?
         };
         report(&result, args.json)?;
     }
@@ -203,6 +275,27 @@ async fn round_trips(engine: &Arc<dyn Engine>, jobs: usize) -> Result<(Vec<f64>,
 }
 
 impl BenchResult {
+    fn empty(workload: Workload, backend: String, jobs: usize, seconds: f64) -> Self {
+        BenchResult {
+            workload: workload.name(),
+            backend,
+            jobs,
+            seconds,
+            jobs_per_s: jobs as f64 / seconds,
+            p50_ms: None,
+            p99_ms: None,
+            max_ms: None,
+            ceiling_jobs_per_s: None,
+            ceiling_p50_ms: None,
+            ceiling_p99_ms: None,
+            ratio_to_ceiling: None,
+            enqueue_jobs_per_s: None,
+            storm_jobs: None,
+            storm_seconds: None,
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
+
     fn burn_down(
         backend: String,
         jobs: usize,
@@ -210,39 +303,43 @@ impl BenchResult {
         enqueue_rate: f64,
         ceiling: f64,
     ) -> Self {
-        let rate = jobs as f64 / seconds;
-        BenchResult {
-            workload: "burn-down",
-            backend,
-            jobs,
-            seconds,
-            jobs_per_s: rate,
-            p50_ms: None,
-            p99_ms: None,
-            max_ms: None,
-            ceiling_jobs_per_s: ceiling,
-            ratio_to_ceiling: rate / ceiling,
-            enqueue_jobs_per_s: Some(enqueue_rate),
-            peak_rss_mb: peak_rss_mb(),
-        }
+        let mut result = Self::empty(Workload::BurnDown, backend, jobs, seconds);
+        result.ceiling_jobs_per_s = Some(ceiling);
+        result.ratio_to_ceiling = Some(result.jobs_per_s / ceiling);
+        result.enqueue_jobs_per_s = Some(enqueue_rate);
+        result
     }
 
     fn latency(backend: String, samples: &[f64], seconds: f64, ceiling: f64) -> Self {
-        let rate = samples.len() as f64 / seconds;
-        BenchResult {
-            workload: "latency",
-            backend,
-            jobs: samples.len(),
-            seconds,
-            jobs_per_s: rate,
-            p50_ms: Some(percentile(samples, 0.50)),
-            p99_ms: Some(percentile(samples, 0.99)),
-            max_ms: samples.last().copied(),
-            ceiling_jobs_per_s: ceiling,
-            ratio_to_ceiling: rate / ceiling,
-            enqueue_jobs_per_s: None,
-            peak_rss_mb: peak_rss_mb(),
+        let mut result = Self::empty(Workload::Latency, backend, samples.len(), seconds);
+        result.with_latencies(samples);
+        result.ceiling_jobs_per_s = Some(ceiling);
+        result.ratio_to_ceiling = Some(result.jobs_per_s / ceiling);
+        result
+    }
+
+    /// A paced workload's result; `raw` is the plain client's latencies for the same stream,
+    /// when the engine has such a client.
+    fn paced(workload: Workload, backend: String, run: &paced::Paced, raw: Option<&[f64]>) -> Self {
+        let mut result = Self::empty(workload, backend, run.samples.len(), run.seconds);
+        result.with_latencies(&run.samples);
+        if let Some(raw) = raw {
+            let raw_p99 = percentile(raw, 0.99);
+            result.ceiling_p50_ms = Some(percentile(raw, 0.50));
+            result.ceiling_p99_ms = Some(raw_p99);
+            result.ratio_to_ceiling = result.p99_ms.map(|p99| raw_p99 / p99);
         }
+        if let Some((jobs, seconds)) = run.storm {
+            result.storm_jobs = Some(jobs);
+            result.storm_seconds = Some(seconds);
+        }
+        result
+    }
+
+    fn with_latencies(&mut self, sorted: &[f64]) {
+        self.p50_ms = Some(percentile(sorted, 0.50));
+        self.p99_ms = Some(percentile(sorted, 0.99));
+        self.max_ms = sorted.last().copied();
     }
 }
 
@@ -279,10 +376,18 @@ fn report(result: &BenchResult, json: bool) -> Result<()> {
     if let Some(rate) = result.enqueue_jobs_per_s {
         println!("  enqueue jobs/s    {rate:>12.0}");
     }
-    println!(
-        "  raw ceiling /s    {:>12.0}  (ratio {:.2})",
-        result.ceiling_jobs_per_s, result.ratio_to_ceiling
-    );
+    if let (Some(jobs), Some(seconds)) = (result.storm_jobs, result.storm_seconds) {
+        println!("  storm             {jobs} jobs failing twice, done in {seconds:.2} s");
+    }
+    let ratio = result
+        .ratio_to_ceiling
+        .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+    if let Some(ceiling) = result.ceiling_jobs_per_s {
+        println!("  raw ceiling /s    {ceiling:>12.0}  (ratio {ratio})");
+    }
+    if let (Some(p50), Some(p99)) = (result.ceiling_p50_ms, result.ceiling_p99_ms) {
+        println!("  raw latency ms    p50 {p50:.3}  p99 {p99:.3}  (ratio {ratio})");
+    }
     if let Some(rss) = result.peak_rss_mb {
         println!("  peak rss          {rss:>9.1} MB");
     }

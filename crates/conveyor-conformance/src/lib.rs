@@ -1,10 +1,12 @@
 //! The properties of DESIGN.md §4, written once and generic over the engine.
 //!
-//! Two groups: [`engine_conformance_tests!`] proves the core [`Engine`] (observed only through
-//! worker events, so any engine can run it), and [`backend_conformance_tests!`] the capability
-//! traits (status, stats, cancel, dead letters, cron). An engine's test crate implements
-//! [`EngineHarness`] and/or [`Harness`] (fresh isolated storage, and another handle on it as a
-//! second process would open) and instantiates the groups it implements with one macro call.
+//! Three groups: [`engine_conformance_tests!`] proves the core [`Engine`] (observed only through
+//! worker events, so any engine can run it), [`observe_conformance_tests!`] statistics and the
+//! dead-letter list, and [`backend_conformance_tests!`] the remaining capability traits (status,
+//! cancel, dead-letter retry, cron). An engine's test crate implements [`EngineHarness`],
+//! [`ObserveHarness`] and/or [`Harness`] (fresh isolated storage, and another handle on it as a
+//! second process would open) and instantiates the groups it implements with one macro call;
+//! a [`Harness`] is an [`ObserveHarness`] too.
 
 mod support;
 pub mod tests;
@@ -12,7 +14,7 @@ pub mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use conveyor_core::{Backend, Engine};
+use conveyor_core::{Backend, DeadLetterList, Engine, Statistics};
 
 pub use support::*;
 
@@ -30,6 +32,25 @@ pub trait Site: EngineSite {
     async fn open(&self) -> Arc<dyn Backend>;
 }
 
+/// Isolated storage for the observation tests: statistics and the dead-letter list.
+#[async_trait]
+pub trait ObserveSite: EngineSite {
+    /// Counts of this storage, read as another process would.
+    async fn statistics(&self) -> Arc<dyn Statistics>;
+    /// The dead-letter list of this storage, read as another process would.
+    async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList>;
+}
+
+#[async_trait]
+impl<S: Site + ?Sized> ObserveSite for S {
+    async fn statistics(&self) -> Arc<dyn Statistics> {
+        self.open().await
+    }
+    async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList> {
+        self.open().await
+    }
+}
+
 /// Makes sites for an engine's core tests ([`engine_conformance_tests!`]).
 ///
 /// Engines under test must use a short lease (about one second) so that crash tests finish
@@ -45,6 +66,37 @@ pub trait EngineHarness: Send + Sync {
 pub trait Harness: Send + Sync {
     /// Fresh, empty storage that no other test shares.
     async fn site(&self) -> Box<dyn Site>;
+}
+
+/// Makes sites for the observation tests ([`observe_conformance_tests!`]).
+#[async_trait]
+pub trait ObserveHarness: Send + Sync {
+    /// Fresh, empty storage that no other test shares.
+    async fn observe_site(&self) -> Box<dyn ObserveSite>;
+}
+
+#[async_trait]
+impl<H: Harness + ?Sized> ObserveHarness for H {
+    async fn observe_site(&self) -> Box<dyn ObserveSite> {
+        Box::new(BoxedSite(self.site().await))
+    }
+}
+
+/// A boxed [`Site`] as an [`ObserveSite`].
+struct BoxedSite(Box<dyn Site>);
+
+#[async_trait]
+impl EngineSite for BoxedSite {
+    async fn engine(&self) -> Arc<dyn Engine> {
+        self.0.engine().await
+    }
+}
+
+#[async_trait]
+impl Site for BoxedSite {
+    async fn open(&self) -> Arc<dyn Backend> {
+        self.0.open().await
+    }
 }
 
 /// The properties of the core [`Engine`] trait: every engine runs these.
@@ -72,6 +124,17 @@ macro_rules! engine_conformance_tests {
     };
 }
 
+/// Statistics and the dead-letter list, observed from outside the worker.
+#[macro_export]
+macro_rules! observe_conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
+            stats_count_each_state_per_queue,
+            dead_letter_list_shows_jobs_newest_first
+        );
+    };
+}
+
 /// The properties of the capability traits (inspect, control, dead letters, schedules).
 #[macro_export]
 macro_rules! backend_conformance_tests {
@@ -94,11 +157,12 @@ macro_rules! backend_conformance_tests {
     };
 }
 
-/// Instantiates both groups, for an engine with every capability.
+/// Instantiates every group, for an engine with every capability.
 #[macro_export]
 macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::engine_conformance_tests!($harness);
+        $crate::observe_conformance_tests!($harness);
         $crate::backend_conformance_tests!($harness);
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -62,11 +62,16 @@ pub trait Engine: Send + Sync + 'static {
     }
 }
 
-/// Reading jobs and counts.
+/// Reading one job by id.
 #[async_trait]
 pub trait Inspect: Send + Sync {
     /// One job by id.
     async fn job(&self, id: JobId) -> Result<Option<JobInfo>>;
+}
+
+/// Counting jobs per queue and state.
+#[async_trait]
+pub trait Statistics: Send + Sync {
     /// Counts per queue and state.
     async fn stats(&self) -> Result<Stats>;
 }
@@ -83,11 +88,16 @@ pub trait Control: Send + Sync {
     async fn cleanup(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
-/// The dead-letter list.
+/// Reading the dead-letter list.
 #[async_trait]
-pub trait DeadLetters: Send + Sync {
+pub trait DeadLetterList: Send + Sync {
     /// Dead jobs, most recent first.
     async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+}
+
+/// Changing the dead-letter list: retry and purge.
+#[async_trait]
+pub trait DeadLetters: DeadLetterList {
     /// Puts a dead job back with its attempts reset.
     async fn retry_dead(&self, id: JobId) -> Result<JobInfo>;
     /// Puts every dead job back; returns how many.
@@ -111,14 +121,14 @@ pub trait Schedules: Send + Sync {
 }
 
 /// Everything a full engine offers; what the CLI, the HTTP API and the conformance suite use.
-pub trait Backend: Engine + Inspect + Control + DeadLetters + Schedules {
+pub trait Backend: Engine + Inspect + Statistics + Control + DeadLetters + Schedules {
     /// Upcasts to the core trait, for the worker runtime.
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine>;
     /// Upcasts to the cron capability, for the scheduler.
     fn as_schedules(self: Arc<Self>) -> Arc<dyn Schedules>;
 }
 
-impl<T: Engine + Inspect + Control + DeadLetters + Schedules> Backend for T {
+impl<T: Engine + Inspect + Statistics + Control + DeadLetters + Schedules> Backend for T {
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine> {
         self
     }

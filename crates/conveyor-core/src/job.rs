@@ -398,8 +398,11 @@ pub struct DeadLetter {
     /// The job as it died.
     #[serde(flatten)]
     pub job: JobInfo,
-    /// Where it came from: the queue (SQLite) or topic (Kafka).
+    /// The queue it belonged to.
     pub original_queue: String,
+    /// Kafka topic it was read from, when the engine has topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_topic: Option<String>,
     /// Kafka partition it was read from, when the engine has partitions.
     pub original_partition: Option<i32>,
     /// Kafka offset it was read from, when the engine has offsets.
@@ -425,6 +428,24 @@ pub struct QueueStats {
     pub dead: u64,
     /// Cancelled.
     pub cancelled: u64,
+    /// Engines with partitions (Kafka): each partition's committed offset, end and lag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Where the workers' group stands in one partition of a queue's topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The group's committed offset (the log start when it has committed nothing).
+    pub committed: i64,
+    /// The log end offset.
+    pub end: i64,
+    /// Records not yet finished: `end - committed`.
+    pub lag: u64,
 }
 
 impl QueueStats {

@@ -2,8 +2,9 @@
 //! the engine traits every storage engine implements.
 //!
 //! This crate has no storage dependency. An engine (SQLite, Kafka, ...) implements [`Engine`]
-//! (enqueue, fetch, record outcomes) plus the capability traits ([`Inspect`], [`Control`],
-//! [`DeadLetters`], [`Schedules`]); the [`Worker`] runtime drives any engine through them.
+//! (enqueue, fetch, record outcomes) plus the capability traits it can offer ([`Inspect`],
+//! [`Statistics`], [`Control`], [`DeadLetterList`], [`DeadLetters`], [`Schedules`]); the
+//! [`Worker`] runtime drives any engine through the core trait.
 
 mod builtin;
 mod cron;
@@ -17,13 +18,16 @@ mod worker;
 
 pub use builtin::register_builtins;
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
-pub use engine::{Backend, Control, DeadLetters, Engine, Fetch, Inspect, Schedules};
+pub use engine::{
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Schedules, Statistics,
+};
 pub use error::{Error, Result};
 pub use events::JobEvent;
 pub use handler::{handler_fn, Handler, JobContext, Outcome, Registry};
 pub use job::{
     check_name, now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo, JobState, NewJob,
-    QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
+    PartitionLag, QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_QUEUE,
 };
 pub use retry::Backoff;
 pub use worker::{Worker, WorkerConfig};

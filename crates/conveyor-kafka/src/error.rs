@@ -25,6 +25,9 @@ pub enum Error {
     /// The Kafka client failed (broker unreachable, delivery timed out, ...).
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    /// Records that should be there could not be read in time (inspection).
+    #[error("reading from the broker did not finish: {0}")]
+    Incomplete(String),
     /// The broker refused to create a topic.
     #[error("cannot create topic {topic}: {reason}")]
     Topic {
@@ -41,7 +44,9 @@ impl From<Error> for conveyor_core::Error {
             Error::Invalid { ref field, .. } if field == "backend" => {
                 conveyor_core::Error::invalid("backend", err)
             }
-            Error::Client(_) | Error::Topic { .. } => conveyor_core::Error::storage(err),
+            Error::Client(_) | Error::Topic { .. } | Error::Incomplete(_) => {
+                conveyor_core::Error::storage(err)
+            }
             other => conveyor_core::Error::invalid("record", other),
         }
     }

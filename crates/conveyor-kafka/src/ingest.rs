@@ -266,7 +266,7 @@ fn kind(obj: &Map<String, Value>, field: &'static str) -> Result<String, Error> 
 }
 
 /// A producer's id as a job id: itself when it is a UUID, else a UUID v5 derived from it.
-fn job_id(id: &str) -> JobId {
+pub(crate) fn job_id(id: &str) -> JobId {
     Uuid::parse_str(id)
         .map(JobId)
         .unwrap_or_else(|_| JobId(Uuid::new_v5(&ID_NAMESPACE, id.as_bytes())))

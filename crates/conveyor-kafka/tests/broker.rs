@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_conformance::{attempts, dead_error, run, test_config};
-use conveyor_core::{Engine, JobEvent, NewJob, Registry, WorkerConfig};
+use conveyor_core::{DeadLetterList, Engine, JobEvent, NewJob, Registry, Statistics, WorkerConfig};
 use conveyor_kafka::envelope::header;
 use conveyor_kafka::producer::Producer;
 use conveyor_kafka::{KafkaEngine, Record};
@@ -125,6 +125,36 @@ async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     assert!(text(&dead[0], header::ERROR_TIMESTAMP)
         .parse::<i64>()
         .is_ok());
+
+    // The dead-letter list and the counts show it, attributed to the queue it was read from.
+    let inspector = KafkaEngine::connect(config.clone()).await.expect("connect");
+    let listed = inspector.list_dead(10).await.expect("list dead");
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let letter = &listed[0];
+    assert_eq!(letter.original_queue, "default");
+    assert_eq!(letter.original_topic.as_deref(), Some(queue_topic.as_str()));
+    assert_eq!(letter.original_partition, Some(at.partition));
+    assert_eq!(letter.original_offset, Some(at.offset));
+    assert_eq!(letter.job.kind, "unknown");
+    assert_eq!(letter.job.payload, json!({"hello": "not a job"}));
+    assert!(
+        letter
+            .job
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("undecodable record")),
+        "{letter:?}"
+    );
+    let stats = inspector.stats().await.expect("stats");
+    let default = stats.queue("default").expect("default queue");
+    assert_eq!(
+        (default.available, default.completed, default.dead),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(default.partitions.len(), 1);
+    assert_eq!(default.partitions[0].lag, 0);
+    assert_eq!(default.partitions[0].end, at.offset + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

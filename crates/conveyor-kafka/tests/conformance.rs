@@ -1,5 +1,6 @@
-//! The engine conformance suite, run against a real broker (tansu, via scripts/dev-broker).
-//! The capability group (status, stats, cancel, dead-letter list, cron) comes with the Kafka
+//! The conformance suite, run against a real broker (tansu, via scripts/dev-broker): the core
+//! engine group and the observation group (statistics from offsets, the dead-letter list). The
+//! other capabilities (status by id, cancel, dead-letter retry, cron) come with the Kafka
 //! engine's part 2; see docs/kafka-engine.md.
 
 mod support;
@@ -7,8 +8,11 @@ mod support;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use conveyor_conformance::{engine_conformance_tests, EngineHarness, EngineSite};
-use conveyor_core::Engine;
+use conveyor_conformance::{
+    engine_conformance_tests, observe_conformance_tests, EngineHarness, EngineSite, ObserveHarness,
+    ObserveSite,
+};
+use conveyor_core::{DeadLetterList, Engine, Statistics};
 use conveyor_kafka::{KafkaConfig, KafkaEngine};
 
 struct KafkaHarness;
@@ -17,14 +21,30 @@ struct KafkaSite {
     config: KafkaConfig,
 }
 
-#[async_trait]
-impl EngineSite for KafkaSite {
-    async fn engine(&self) -> Arc<dyn Engine> {
+impl KafkaSite {
+    async fn connect(&self) -> Arc<KafkaEngine> {
         Arc::new(
             KafkaEngine::connect(self.config.clone())
                 .await
                 .expect("connect to the test broker"),
         )
+    }
+}
+
+#[async_trait]
+impl EngineSite for KafkaSite {
+    async fn engine(&self) -> Arc<dyn Engine> {
+        self.connect().await
+    }
+}
+
+#[async_trait]
+impl ObserveSite for KafkaSite {
+    async fn statistics(&self) -> Arc<dyn Statistics> {
+        self.connect().await
+    }
+    async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList> {
+        self.connect().await
     }
 }
 
@@ -37,4 +57,14 @@ impl EngineHarness for KafkaHarness {
     }
 }
 
+#[async_trait]
+impl ObserveHarness for KafkaHarness {
+    async fn observe_site(&self) -> Box<dyn ObserveSite> {
+        Box::new(KafkaSite {
+            config: support::fresh_config(3),
+        })
+    }
+}
+
 engine_conformance_tests!(KafkaHarness);
+observe_conformance_tests!(KafkaHarness);

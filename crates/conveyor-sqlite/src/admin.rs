@@ -1,10 +1,10 @@
-//! Inspect, Control and DeadLetters for the SQLite engine.
+//! The capability traits (inspect, statistics, control, dead letters) for the SQLite engine.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    now_ms, Control, DeadLetter, DeadLetters, Error, Inspect, JobId, JobInfo, JobState, QueueStats,
-    Stats,
+    now_ms, Control, DeadLetter, DeadLetterList, DeadLetters, Error, Inspect, JobId, JobInfo,
+    JobState, QueueStats, Statistics, Stats,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -52,7 +52,10 @@ impl Inspect for SqliteEngine {
     async fn job(&self, id: JobId) -> conveyor_core::Result<Option<JobInfo>> {
         Ok(self.store.run(move |conn| load_job(conn, id)).await?)
     }
+}
 
+#[async_trait]
+impl Statistics for SqliteEngine {
     async fn stats(&self) -> conveyor_core::Result<Stats> {
         let stats = self
             .store
@@ -141,7 +144,7 @@ const RETRY_DEAD: &str =
      cancel_requested = 0, lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead'";
 
 #[async_trait]
-impl DeadLetters for SqliteEngine {
+impl DeadLetterList for SqliteEngine {
     async fn list_dead(&self, limit: usize) -> conveyor_core::Result<Vec<DeadLetter>> {
         let dead = self
             .store
@@ -155,6 +158,7 @@ impl DeadLetters for SqliteEngine {
                     out.push(DeadLetter {
                         original_queue: job.queue.clone(),
                         original_partition: None,
+                        original_topic: None,
                         original_offset: None,
                         job,
                     });
@@ -164,7 +168,10 @@ impl DeadLetters for SqliteEngine {
             .await?;
         Ok(dead)
     }
+}
 
+#[async_trait]
+impl DeadLetters for SqliteEngine {
     async fn retry_dead(&self, id: JobId) -> conveyor_core::Result<JobInfo> {
         let info = self
             .store

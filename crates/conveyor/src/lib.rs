@@ -46,13 +46,52 @@ fn unknown_scheme(url: &str) -> Error {
     )
 }
 
+/// The capabilities an engine offers beyond the core trait; `None` where it has none.
+#[derive(Clone, Default)]
+pub struct Capabilities {
+    /// Job status by id.
+    pub inspect: Option<Arc<dyn Inspect>>,
+    /// Counts per queue and state.
+    pub statistics: Option<Arc<dyn Statistics>>,
+    /// Cancel, purge, cleanup.
+    pub control: Option<Arc<dyn Control>>,
+    /// Reading the dead-letter list.
+    pub dead_letter_list: Option<Arc<dyn DeadLetterList>>,
+    /// Retrying and purging dead letters.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// Recurring schedules (and the cron scheduler that fires them).
+    pub schedules: Option<Arc<dyn Schedules>>,
+}
+
+impl Capabilities {
+    /// Every capability, from an engine that has them all.
+    pub fn all(backend: &Arc<dyn Backend>) -> Self {
+        Capabilities {
+            inspect: Some(backend.clone()),
+            statistics: Some(backend.clone()),
+            control: Some(backend.clone()),
+            dead_letter_list: Some(backend.clone()),
+            dead_letters: Some(backend.clone()),
+            schedules: Some(backend.clone().as_schedules()),
+        }
+    }
+
+    /// What the Kafka engine offers today: statistics from offsets and the dead-letter list.
+    pub fn kafka(engine: &Arc<KafkaEngine>) -> Self {
+        Capabilities {
+            statistics: Some(engine.clone()),
+            dead_letter_list: Some(engine.clone()),
+            ..Capabilities::default()
+        }
+    }
+}
+
 /// A handle on one backend: dispatch jobs, inspect and control them, run workers.
 #[derive(Clone)]
 pub struct Conveyor {
     engine: Arc<dyn Engine>,
-    /// The capabilities beyond the core (status, stats, cancel, dead letters, cron), for
-    /// engines that have them all. The Kafka engine gets them in its part 2.
-    backend: Option<Arc<dyn Backend>>,
+    /// What the engine offers beyond the core; a verb it lacks fails with a clear error.
+    capabilities: Capabilities,
     name: &'static str,
 }
 
@@ -67,8 +106,9 @@ impl Conveyor {
     pub async fn connect(url: &str) -> Result<Self> {
         if url.starts_with("kafka://") {
             let config = KafkaConfig::from_url(url)?;
-            let engine: Arc<dyn Engine> = Arc::new(KafkaEngine::connect(config).await?);
-            return Ok(Self::from_engine(engine));
+            let engine = Arc::new(KafkaEngine::connect(config).await?);
+            let capabilities = Capabilities::kafka(&engine);
+            return Ok(Self::from_parts(engine, capabilities));
         }
         let url = url.to_string();
         tokio::task::spawn_blocking(move || Self::open(&url))
@@ -78,19 +118,16 @@ impl Conveyor {
 
     /// Wraps an engine with every capability.
     pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
-        Conveyor {
-            name: backend.name(),
-            engine: backend.clone().as_engine(),
-            backend: Some(backend),
-        }
+        let capabilities = Capabilities::all(&backend);
+        Self::from_parts(backend.as_engine(), capabilities)
     }
 
-    /// Wraps an engine that offers only the core (enqueue, run jobs).
-    pub fn from_engine(engine: Arc<dyn Engine>) -> Self {
+    /// Wraps an engine and the capabilities it offers.
+    pub fn from_parts(engine: Arc<dyn Engine>, capabilities: Capabilities) -> Self {
         Conveyor {
             name: engine.name(),
             engine,
-            backend: None,
+            capabilities,
         }
     }
 
@@ -99,14 +136,17 @@ impl Conveyor {
         &self.engine
     }
 
-    /// The full backend, or an error naming what this engine does not offer yet.
-    pub fn backend(&self, what: &str) -> Result<&Arc<dyn Backend>> {
-        self.backend.as_ref().ok_or_else(|| {
+    /// The capabilities this handle's engine offers.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn need<'a, T: ?Sized>(&self, capability: &'a Option<Arc<T>>, what: &str) -> Result<&'a T> {
+        capability.as_deref().ok_or_else(|| {
             Error::invalid(
                 "backend",
                 format!(
-                    "the {} engine does not offer {what} yet (it runs jobs: enqueue, worker); \
-                     use a sqlite:// backend for {what}",
+                    "the {} engine does not offer {what} yet; use a sqlite:// backend for {what}",
                     self.name
                 ),
             )
@@ -125,32 +165,44 @@ impl Conveyor {
 
     /// One job's status, attempts, last error and progress.
     pub async fn status(&self, id: JobId) -> Result<Option<JobInfo>> {
-        self.backend("job status")?.job(id).await
+        self.need(&self.capabilities.inspect, "job status")?
+            .job(id)
+            .await
     }
 
     /// Cancels a job that has not finished.
     pub async fn cancel(&self, id: JobId) -> Result<JobInfo> {
-        self.backend("cancel")?.cancel(id).await
+        self.need(&self.capabilities.control, "cancel")?
+            .cancel(id)
+            .await
     }
 
     /// Counts per queue and state.
     pub async fn stats(&self) -> Result<Stats> {
-        self.backend("stats")?.stats().await
+        self.need(&self.capabilities.statistics, "stats")?
+            .stats()
+            .await
     }
 
     /// The dead-letter list, most recent first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.backend("the dead-letter list")?.list_dead(limit).await
+        self.need(&self.capabilities.dead_letter_list, "the dead-letter list")?
+            .list_dead(limit)
+            .await
     }
 
     /// Puts a dead job back with its attempts reset.
     pub async fn retry_dead(&self, id: JobId) -> Result<JobInfo> {
-        self.backend("dead-letter retry")?.retry_dead(id).await
+        self.need(&self.capabilities.dead_letters, "dead-letter retry")?
+            .retry_dead(id)
+            .await
     }
 
     /// Removes every job of `queue` that has not started; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
-        self.backend("purge")?.purge_queue(queue).await
+        self.need(&self.capabilities.control, "purge")?
+            .purge_queue(queue)
+            .await
     }
 
     /// Deletes completed and cancelled jobs that finished more than `older_than` ago.
@@ -159,32 +211,44 @@ impl Conveyor {
             .ok()
             .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
             .ok_or_else(|| Error::invalid("older_than", format!("{older_than:?} is too long")))?;
-        self.backend("cleanup")?.cleanup(before).await
+        self.need(&self.capabilities.control, "cleanup")?
+            .cleanup(before)
+            .await
     }
 
     /// Puts every dead job back with attempts reset; returns how many.
     pub async fn retry_all_dead(&self) -> Result<u64> {
-        self.backend("dead-letter retry")?.retry_all_dead().await
+        self.need(&self.capabilities.dead_letters, "dead-letter retry")?
+            .retry_all_dead()
+            .await
     }
 
     /// Deletes every dead job; returns how many.
     pub async fn purge_dead(&self) -> Result<u64> {
-        self.backend("dead-letter purge")?.purge_dead().await
+        self.need(&self.capabilities.dead_letters, "dead-letter purge")?
+            .purge_dead()
+            .await
     }
 
     /// Every recurring schedule, by name.
     pub async fn schedules(&self) -> Result<Vec<CronEntry>> {
-        self.backend("cron")?.list_cron().await
+        self.need(&self.capabilities.schedules, "cron")?
+            .list_cron()
+            .await
     }
 
     /// Adds or replaces a recurring schedule.
     pub async fn schedule(&self, entry: CronEntry) -> Result<CronEntry> {
-        self.backend("cron")?.upsert_cron(entry).await
+        self.need(&self.capabilities.schedules, "cron")?
+            .upsert_cron(entry)
+            .await
     }
 
     /// Removes a recurring schedule; false when there was none.
     pub async fn unschedule(&self, name: &str) -> Result<bool> {
-        self.backend("cron")?.remove_cron(name).await
+        self.need(&self.capabilities.schedules, "cron")?
+            .remove_cron(name)
+            .await
     }
 
     /// A worker for this backend (call [`Worker::events`] before [`Worker::run`] to listen).
@@ -213,11 +277,11 @@ impl Conveyor {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // The cron scheduler runs where the engine stores schedules; an engine without them
         // (Kafka, until its part 2) serves workers only, and says so.
-        let cron = match &self.backend {
-            Some(backend) => {
+        let cron = match &self.capabilities.schedules {
+            Some(schedules) => {
                 let mut cron_stop = stop_rx.clone();
                 Some(tokio::spawn(run_scheduler(
-                    backend.clone().as_schedules(),
+                    schedules.clone(),
                     Duration::from_secs(1),
                     async move {
                         let _ = cron_stop.wait_for(|stop| *stop).await;

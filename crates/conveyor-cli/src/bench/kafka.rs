@@ -9,17 +9,20 @@ use conveyor::{Engine, KafkaConfig, KafkaEngine, NewJob};
 use conveyor_kafka::producer::Producer;
 use conveyor_kafka::Envelope;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{drain, enqueue_noops, round_trips, BenchResult, Workload};
+use super::paced::{self, Pace};
+use super::{drain, enqueue_noops, round_trips, BenchResult, Plan, Workload};
 
 /// Runs one workload.
-pub async fn run(
-    url: &str,
-    workload: Workload,
-    jobs: usize,
-    concurrency: usize,
-) -> Result<BenchResult> {
+pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
+    let Plan {
+        workload,
+        jobs,
+        concurrency,
+        pace,
+    } = plan;
     let mut config = KafkaConfig::from_url(url).map_err(conveyor::Error::from)?;
     let tag = uuid::Uuid::now_v7().simple().to_string();
     config.topics.prefix = format!("{}bench-{}.", config.topics.prefix, &tag[20..]);
@@ -43,6 +46,16 @@ pub async fn run(
             let (samples, seconds) = round_trips(&engine, jobs).await?;
             let ceiling = raw_round_trips(&config, jobs).await?;
             Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+        }
+        Workload::Sustained | Workload::RetryStorm => {
+            let storm = if workload == Workload::RetryStorm {
+                jobs
+            } else {
+                0
+            };
+            let run = paced::run(&engine, pace, storm, concurrency).await?;
+            let raw = raw_paced(&config, pace).await?;
+            Ok(BenchResult::paced(workload, backend, &run, Some(&raw)))
         }
     }
 }
@@ -144,4 +157,64 @@ async fn raw_round_trips(config: &KafkaConfig, jobs: usize) -> Result<f64> {
         .await??;
     }
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same paced stream through a plain producer and consumer: latencies (ms, sorted) from
+/// each record's intended send time to its arrival. The floor of the paced workloads.
+async fn raw_paced(config: &KafkaConfig, pace: Pace) -> Result<Vec<f64>> {
+    let topic = format!("{}raw-paced", config.topics.prefix);
+    let producer = Arc::new(Producer::new(config)?);
+    producer.ensure_topics(std::slice::from_ref(&topic)).await?;
+    let consumer = reader(config, &topic, config.partitions, Offset::End)?;
+    // Let the consumer settle on the end of the empty topic before timing.
+    let consumer = tokio::task::spawn_blocking(move || {
+        let _ = consumer.poll(Duration::from_millis(500)).is_some();
+        consumer
+    })
+    .await?;
+    let start = Instant::now();
+    let arrivals = tokio::task::spawn_blocking(move || -> Result<Vec<f64>> {
+        let mut samples = Vec::with_capacity(pace.total);
+        let deadline = Instant::now() + Duration::from_secs(60) + pace.duration();
+        while samples.len() < pace.total {
+            if Instant::now() > deadline {
+                bail!(
+                    "the raw consumer read {} of {} paced records",
+                    samples.len(),
+                    pace.total
+                );
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.context("raw consume")?;
+            let at = Instant::now();
+            if let Some(i) = message.payload().and_then(paced::index_of) {
+                let late = at.saturating_duration_since(pace.intended(start, i));
+                samples.push(late.as_secs_f64() * 1000.0);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples)
+    });
+    paced::pace_sends(pace, start, move |range| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            let records: Vec<_> = range
+                .map(|i| {
+                    let job = paced::paced_job(i);
+                    let payload = job.payload.to_string();
+                    Envelope::from_new_job(&job, payload, conveyor::now_ms()).to_record()
+                })
+                .collect();
+            let sends = records.iter().map(|r| producer.send(&topic, r));
+            for sent in futures::future::join_all(sends).await {
+                sent?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    arrivals.await?
 }

@@ -5,17 +5,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use conveyor::{Engine, Inspect, SqliteConfig, SqliteEngine, Synchronous};
+use conveyor::{Engine, SqliteConfig, SqliteEngine, Statistics, Synchronous};
 
-use super::{drain, enqueue_noops, round_trips, sqlite_ceiling, BenchResult, Workload};
+use super::{
+    drain, enqueue_noops, paced, round_trips, sqlite_ceiling, BenchResult, Plan, Workload,
+};
 
 /// Runs one workload.
-pub async fn run(
-    url: &str,
-    workload: Workload,
-    jobs: usize,
-    concurrency: usize,
-) -> Result<BenchResult> {
+pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
+    let Plan {
+        workload,
+        jobs,
+        concurrency,
+        pace,
+    } = plan;
     let config = SqliteConfig::from_url(url).map_err(conveyor::Error::from)?;
     let parent = config
         .path
@@ -67,6 +70,17 @@ pub async fn run(
             })
             .await??;
             Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+        }
+        // No raw client sends a paced stream through SQLite's own tables; the latency
+        // workload's ceiling covers the storage round trip.
+        Workload::Sustained | Workload::RetryStorm => {
+            let storm = if workload == Workload::RetryStorm {
+                jobs
+            } else {
+                0
+            };
+            let run = paced::run(&engine, pace, storm, concurrency).await?;
+            Ok(BenchResult::paced(workload, backend, &run, None))
         }
     }
 }

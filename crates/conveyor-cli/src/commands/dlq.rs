@@ -56,14 +56,32 @@ fn table(dead: &[DeadLetter]) -> String {
                 d.original_queue.clone(),
                 format!("{}/{}", d.job.attempt, d.job.max_attempts),
                 output::opt_time(d.job.finished_at.as_ref()),
+                origin(d),
                 output::clip(d.job.last_error.as_deref().unwrap_or("-"), 80),
             ]
         })
         .collect();
     output::table(
-        &["ID", "KIND", "QUEUE", "ATTEMPTS", "DIED_AT", "LAST_ERROR"],
+        &[
+            "ID",
+            "KIND",
+            "QUEUE",
+            "ATTEMPTS",
+            "DIED_AT",
+            "ORIGIN",
+            "LAST_ERROR",
+        ],
         &rows,
     )
+}
+
+/// Where a dead letter was read from, on engines with topics: `topic/partition@offset`.
+fn origin(d: &DeadLetter) -> String {
+    match (&d.original_topic, d.original_partition, d.original_offset) {
+        (Some(topic), Some(partition), Some(offset)) => format!("{topic}/{partition}@{offset}"),
+        (Some(topic), _, _) => topic.clone(),
+        _ => "-".to_string(),
+    }
 }
 
 fn count(json: bool, key: &str, n: u64) -> anyhow::Result<()> {

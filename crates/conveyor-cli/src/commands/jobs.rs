@@ -83,10 +83,37 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
 pub async fn stats(ctx: &Context, args: StatsArgs) -> anyhow::Result<()> {
     let stats = ctx.open().await?.stats().await?;
     if args.json {
-        output::json(&stats)
-    } else {
-        output::write(&stats_table(&stats))
+        return output::json(&stats);
     }
+    output::write(&stats_table(&stats))?;
+    let lag = lag_table(&stats);
+    if lag.is_empty() {
+        return Ok(());
+    }
+    output::write("\n")?;
+    output::write(&lag)
+}
+
+/// Engines with partitions (Kafka): where the workers' group stands in each one.
+fn lag_table(stats: &Stats) -> String {
+    let rows: Vec<Vec<String>> = stats
+        .queues
+        .iter()
+        .flat_map(|q| &q.partitions)
+        .map(|p| {
+            vec![
+                p.topic.clone(),
+                p.partition.to_string(),
+                p.committed.to_string(),
+                p.end.to_string(),
+                p.lag.to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    output::table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows)
 }
 
 fn stats_table(stats: &Stats) -> String {
@@ -165,5 +192,29 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("QUEUE    AVAILABLE"));
         assert!(lines[1].starts_with("default  3"));
+        assert_eq!(lag_table(&stats), "", "no partitions, no lag table");
+    }
+
+    #[test]
+    fn partitions_get_a_lag_table() {
+        let stats = Stats {
+            queues: vec![QueueStats {
+                queue: "mail".into(),
+                partitions: vec![conveyor::PartitionLag {
+                    topic: "conveyor.queue.mail".into(),
+                    partition: 2,
+                    committed: 40,
+                    end: 45,
+                    lag: 5,
+                }],
+                ..QueueStats::default()
+            }],
+        };
+        let table = lag_table(&stats);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[0].starts_with("TOPIC"), "{table}");
+        assert!(lines[1].contains("conveyor.queue.mail  2"), "{table}");
+        assert!(lines[1].trim_end().ends_with('5'), "{table}");
     }
 }

@@ -1,10 +1,13 @@
-//! The conformance tests: [`engine`] for the core trait, [`backend`] for the capabilities.
+//! The conformance tests: [`engine`] for the core trait, [`observe`] for statistics and the
+//! dead-letter list, [`backend`] for the other capabilities.
 
 mod backend;
 mod engine;
+mod observe;
 
 pub use backend::*;
 pub use engine::*;
+pub use observe::*;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,235 @@
+//! Paced workloads: jobs sent at a fixed rate, each one's latency measured from the time it
+//! was meant to be sent (so a stalled sender cannot hide a stall: no coordinated omission).
+//!
+//! - sustained: `rate` no-op jobs per second for `seconds`;
+//! - retry storm: `storm` jobs that fail twice before they complete, with healthy jobs paced
+//!   beside them; only the healthy jobs' latencies are reported.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use conveyor::{handler_fn, Backoff, Engine, NewJob, Outcome, Registry, Worker, WorkerConfig};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::progress;
+
+/// A paced stream: how many jobs, how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Jobs per second.
+    pub rate: f64,
+    /// Jobs in all.
+    pub total: usize,
+}
+
+impl Pace {
+    /// How long sending the whole stream takes.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.total as f64 / self.rate)
+    }
+
+    /// When job `index` is meant to be sent, counted from `start`.
+    pub fn intended(&self, start: Instant, index: usize) -> Instant {
+        start + Duration::from_secs_f64(index as f64 / self.rate)
+    }
+}
+
+/// What a paced run measured.
+pub struct Paced {
+    /// Latencies (ms) of the paced jobs, sorted.
+    pub samples: Vec<f64>,
+    /// Seconds from the first intended send to the last paced job started.
+    pub seconds: f64,
+    /// Storm jobs completed, and the seconds they took from the worker's start.
+    pub storm: Option<(usize, f64)>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    i: usize,
+}
+
+/// The storm's backoff, the seeds' 200/400/800 ms style without jitter.
+fn storm_backoff() -> Backoff {
+    Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_millis(800),
+        jitter: 0.0,
+    }
+}
+
+/// Runs `pace` (and, if `storm > 0`, a retry storm of that many jobs beside it) through one
+/// worker of `concurrency`.
+pub async fn run(
+    engine: &Arc<dyn Engine>,
+    pace: Pace,
+    storm: usize,
+    concurrency: usize,
+) -> Result<Paced> {
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let (storm_tx, mut storm_rx) = mpsc::unbounded_channel::<Instant>();
+    let mut registry = Registry::new();
+    registry.register(handler_fn("bench_paced", move |ctx| {
+        let at = Instant::now();
+        if let Ok(Index { i }) = ctx.payload::<Index>() {
+            let _ = started_tx.send((i, at));
+        }
+        async { Outcome::Complete }
+    }));
+    registry.register(handler_fn("bench_storm", move |ctx| {
+        let outcome = if ctx.attempt() <= 2 {
+            Outcome::Retry(format!("storm: attempt {} fails", ctx.attempt()))
+        } else {
+            let _ = storm_tx.send(Instant::now());
+            Outcome::Complete
+        };
+        async move { outcome }
+    }));
+    enqueue_storm(engine, storm).await?;
+    let worker = Worker::new(
+        engine.clone(),
+        registry,
+        WorkerConfig {
+            concurrency,
+            ..WorkerConfig::default()
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let worker_started = Instant::now();
+    warm_up(engine, &mut started_rx).await?;
+    let start = Instant::now();
+    let sender = tokio::spawn(send_paced(engine.clone(), pace, start));
+    let bar = progress(pace.total, "paced");
+    let mut samples = vec![f64::NAN; pace.total];
+    let mut seen = 0;
+    let mut last = start;
+    while seen < pace.total {
+        let (i, at) = tokio::time::timeout(Duration::from_secs(30), started_rx.recv())
+            .await
+            .context("no paced job started for 30 s")?
+            .context("the worker stopped")?;
+        if let Some(slot) = samples.get_mut(i).filter(|s| s.is_nan()) {
+            *slot = at.duration_since(pace.intended(start, i)).as_secs_f64() * 1000.0;
+            seen += 1;
+            last = last.max(at);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    sender.await??;
+    let storm = wait_for_storm(&mut storm_rx, storm, worker_started).await?;
+    let _ = stop_tx.send(());
+    running.await??;
+    samples.sort_by(f64::total_cmp);
+    Ok(Paced {
+        samples,
+        seconds: last.duration_since(start).as_secs_f64(),
+        storm,
+    })
+}
+
+async fn enqueue_storm(engine: &Arc<dyn Engine>, storm: usize) -> Result<()> {
+    let mut left = storm;
+    while left > 0 {
+        let n = left.min(1000);
+        let batch = (0..n)
+            .map(|_| NewJob::new("bench_storm", serde_json::json!({})).backoff(storm_backoff()))
+            .collect();
+        engine.enqueue_batch(batch).await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// One job through before timing starts: a Kafka worker first joins its group.
+async fn warm_up(
+    engine: &Arc<dyn Engine>,
+    started: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+) -> Result<()> {
+    let job = NewJob::new("bench_paced", serde_json::json!({"i": usize::MAX}));
+    engine.enqueue(job).await?;
+    tokio::time::timeout(Duration::from_secs(60), started.recv())
+        .await
+        .context("the warm-up job did not start within 60 s")?
+        .ok_or_else(|| anyhow!("the worker stopped"))?;
+    Ok(())
+}
+
+/// Sends the paced jobs through the engine.
+async fn send_paced(engine: Arc<dyn Engine>, pace: Pace, start: Instant) -> Result<()> {
+    pace_sends(pace, start, move |range| {
+        let engine = engine.clone();
+        async move {
+            let batch: Vec<NewJob> = range.map(paced_job).collect();
+            engine.enqueue_batch(batch).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The `index`th paced job.
+pub fn paced_job(index: usize) -> NewJob {
+    NewJob::new("bench_paced", serde_json::json!({ "i": index }))
+}
+
+/// The index a paced job's payload carries.
+pub fn index_of(payload: &[u8]) -> Option<usize> {
+    serde_json::from_slice::<Index>(payload).ok().map(|p| p.i)
+}
+
+/// Calls `send` every millisecond with the indexes whose time has come; each call runs in its
+/// own task, so a slow acknowledgement does not hold back the next send.
+pub async fn pace_sends<F, Fut>(pace: Pace, start: Instant, send: F) -> Result<()>
+where
+    F: Fn(Range<usize>) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sends = JoinSet::new();
+    let mut sent = 0;
+    while sent < pace.total {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * pace.rate) as usize + 1).min(pace.total);
+        if due > sent {
+            sends.spawn(send(sent..due));
+            sent = due;
+        }
+        while let Some(done) = sends.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn wait_for_storm(
+    done: &mut mpsc::UnboundedReceiver<Instant>,
+    storm: usize,
+    since: Instant,
+) -> Result<Option<(usize, f64)>> {
+    if storm == 0 {
+        return Ok(None);
+    }
+    let mut seen = 0;
+    let mut last = since;
+    while seen < storm {
+        last = tokio::time::timeout(Duration::from_secs(60), done.recv())
+            .await
+            .with_context(|| format!("{seen} of {storm} storm jobs completed; none for 60 s"))?
+            .ok_or_else(|| anyhow!("the worker stopped"))?;
+        seen += 1;
+    }
+    Ok(Some((storm, last.duration_since(since).as_secs_f64())))
+}

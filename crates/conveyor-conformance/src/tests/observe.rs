@@ -1,0 +1,131 @@
+//! Observing jobs from outside a worker: counts per queue and state, and the dead-letter list
+//! (§4.7, §4.8). Engines that cannot look jobs up by id (Kafka) still prove these.
+
+use std::time::Duration;
+
+use conveyor_core::{handler_fn, JobEvent, JobId, NewJob, Outcome, Registry, WorkerConfig};
+use serde_json::json;
+
+use crate::{run, test_config, ObserveHarness};
+
+fn dead_of(events: &[JobEvent], ids: &[JobId]) -> bool {
+    ids.iter().all(|id| {
+        events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Dead { id: i, .. } if i == id))
+    })
+}
+
+/// Stats count waiting, completed, retrying and dead jobs per queue, as seen by another handle
+/// once the worker stopped; a queue no worker reads keeps its waiting count.
+pub async fn stats_count_each_state_per_queue(h: &dyn ObserveHarness) {
+    let site = h.observe_site().await;
+    let engine = site.engine().await;
+    for _ in 0..3 {
+        let job = NewJob::new("noop", json!({})).queue("reports");
+        engine.enqueue(job).await.expect("enqueue");
+    }
+    let later = NewJob::new("later", json!({})).queue("reports");
+    let later = engine.enqueue(later).await.expect("enqueue").id;
+    let dead = NewJob::new("fail", json!({}))
+        .queue("reports")
+        .max_attempts(1);
+    let dead = engine.enqueue(dead).await.expect("enqueue").id;
+    for _ in 0..2 {
+        let job = NewJob::new("noop", json!({})).queue("other");
+        engine.enqueue(job).await.expect("enqueue");
+    }
+    let stats = site.statistics().await.stats().await.expect("stats");
+    assert_eq!(
+        stats.queue("reports").map(|q| q.available),
+        Some(5),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.queue("other").map(|q| q.available),
+        Some(2),
+        "{stats:?}"
+    );
+
+    let mut registry = Registry::with_builtins();
+    registry.register(handler_fn("later", |_| async {
+        Outcome::RetryAfter {
+            delay: Duration::from_secs(3600),
+            error: "not yet".into(),
+        }
+    }));
+    let config = WorkerConfig {
+        queues: vec!["reports".into()],
+        ..test_config()
+    };
+    let mut worker = run(&engine, registry, config);
+    worker
+        .until("3 completed, one retry scheduled, one dead", |seen| {
+            let completed = seen
+                .iter()
+                .filter(|e| matches!(e, JobEvent::Completed { .. }))
+                .count();
+            let retried = seen
+                .iter()
+                .any(|e| matches!(e, JobEvent::Failed { id, .. } if *id == later));
+            completed == 3 && retried && dead_of(seen, &[dead])
+        })
+        .await;
+    worker.stop().await;
+
+    let stats = site.statistics().await.stats().await.expect("stats");
+    let reports = stats.queue("reports").expect("reports queue");
+    assert_eq!(
+        (
+            reports.available,
+            reports.retryable,
+            reports.completed,
+            reports.dead
+        ),
+        (0, 1, 3, 1),
+        "available, retryable, completed, dead: {stats:?}"
+    );
+    assert_eq!(
+        stats.queue("other").map(|q| q.available),
+        Some(2),
+        "{stats:?}"
+    );
+}
+
+/// The dead-letter list shows each dead job with its attempts, last error and queue, most
+/// recent first, and honours its limit.
+pub async fn dead_letter_list_shows_jobs_newest_first(h: &dyn ObserveHarness) {
+    let site = h.observe_site().await;
+    let engine = site.engine().await;
+    let mut worker = run(&engine, Registry::with_builtins(), test_config());
+    let mut ids = Vec::new();
+    for queue in ["mail", "billing"] {
+        let job = NewJob::new("fail", json!({"n": queue}))
+            .queue(queue)
+            .max_attempts(2);
+        let id = engine.enqueue(job).await.expect("enqueue").id;
+        worker
+            .until("the job is dead", |seen| dead_of(seen, &[id]))
+            .await;
+        ids.push(id);
+        // Error times are in milliseconds: keep the two apart.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.stop().await;
+
+    let list = site.dead_letter_list().await;
+    let dead = list.list_dead(10).await.expect("list dead");
+    let listed: Vec<JobId> = dead.iter().map(|d| d.job.id).collect();
+    assert_eq!(listed, vec![ids[1], ids[0]], "newest first: {dead:#?}");
+    let newest = &dead[0];
+    assert_eq!(newest.original_queue, "billing");
+    assert_eq!(newest.job.kind, "fail");
+    assert_eq!(newest.job.attempt, 2);
+    assert_eq!(newest.job.payload, json!({"n": "billing"}));
+    let error = newest.job.last_error.as_deref().unwrap_or("");
+    assert!(error.contains("always fails"), "{newest:?}");
+    assert!(newest.job.errored_at.is_some(), "{newest:?}");
+    let one = list.list_dead(1).await.expect("list dead");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].job.id, ids[1]);
+}

@@ -1,0 +1,288 @@
+//! Statistics and the dead-letter list on Kafka, from the broker alone (no external store).
+//!
+//! Per queue, from the workers' group offsets and two small scans:
+//! - `available`: records of the queue's topics the group has not finished (log end minus
+//!   committed offset); this includes jobs running now and keyed retries held in place;
+//! - `retryable`: records of the retry tiers not finished yet, counted by their queue header;
+//! - `dead`: records of the dead-letter topic, by queue;
+//! - `completed`: records of the queue's topics the group finished, minus those that went on to
+//!   a retry tier (still pending) or to the dead-letter topic.
+//!
+//! Counts cover what is still in the logs: records removed by retention are not counted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use conveyor_core::{
+    DeadLetter, DeadLetterList, JobInfo, JobState, PartitionLag, QueueStats, Statistics, Stats,
+};
+
+use crate::envelope::{header, payload_text};
+use crate::scan::{PartitionOffsets, Scanner};
+use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Record};
+
+#[async_trait]
+impl Statistics for KafkaEngine {
+    async fn stats(&self) -> conveyor_core::Result<Stats> {
+        let config = self.config().clone();
+        blocking(move || stats(&config)).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterList for KafkaEngine {
+    async fn list_dead(&self, limit: usize) -> conveyor_core::Result<Vec<DeadLetter>> {
+        let config = self.config().clone();
+        blocking(move || list_dead(&config, limit)).await
+    }
+}
+
+/// rdkafka's metadata and offset calls block: run them off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> conveyor_core::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| conveyor_core::Error::Closed(format!("inspection task failed: {e}")))?
+        .map_err(Into::into)
+}
+
+/// The queue whose jobs `topic` carries: `{prefix}queue.{q}`, or an ingest topic's queue.
+fn queue_of_topic(config: &KafkaConfig, topic: &str) -> Option<String> {
+    let queues = format!("{}queue.", config.topics.prefix);
+    if let Some(queue) = topic.strip_prefix(&queues) {
+        return Some(queue.to_string());
+    }
+    config
+        .ingest
+        .iter()
+        .find(|i| i.topic == topic)
+        .map(|i| i.decoder.queue.clone())
+}
+
+/// The queue a retry or dead record belongs to: its queue header, else that of its origin.
+fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
+    let text = |name| record.header(name).and_then(Result::ok);
+    text(header::QUEUE)
+        .map(str::to_string)
+        .or_else(|| text(header::ORIGINAL_TOPIC).and_then(|t| queue_of_topic(config, t)))
+        .unwrap_or_else(|| conveyor_core::DEFAULT_QUEUE.to_string())
+}
+
+fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
+    let scanner = Scanner::new(config)?;
+    let topics = scanner.topics()?;
+    let layout = &config.topics;
+    let retry_names: Vec<String> = (0..layout.retry_tiers.len())
+        .filter_map(|t| layout.retry(t))
+        .collect();
+    let dead_name = layout.dead();
+    let wanted: Vec<(String, Vec<i32>)> = topics
+        .into_iter()
+        .filter(|(t, _)| {
+            queue_of_topic(config, t).is_some() || retry_names.contains(t) || *t == dead_name
+        })
+        .collect();
+    let offsets = scanner.offsets(&wanted)?;
+    let mut retrying: HashMap<String, u64> = HashMap::new();
+    let pending_retries = ranges(
+        &offsets,
+        |p| retry_names.contains(&p.topic),
+        |p| p.position(),
+    );
+    scanner.read(&pending_retries, |_, _, _, record| {
+        *retrying
+            .entry(queue_of_record(config, &record))
+            .or_default() += 1;
+    })?;
+    let mut dead: HashMap<String, u64> = HashMap::new();
+    let dead_letters = ranges(&offsets, |p| p.topic == dead_name, |p| p.low);
+    scanner.read(&dead_letters, |_, _, _, record| {
+        *dead.entry(queue_of_record(config, &record)).or_default() += 1;
+    })?;
+    let queues = offsets
+        .into_iter()
+        .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
+    Ok(count(queues, &retrying, &dead))
+}
+
+/// `[from(p), high)` of every partition `keep` selects.
+fn ranges(
+    offsets: &[PartitionOffsets],
+    keep: impl Fn(&PartitionOffsets) -> bool,
+    from: impl Fn(&PartitionOffsets) -> i64,
+) -> Vec<(String, i32, i64, i64)> {
+    offsets
+        .iter()
+        .filter(|p| keep(p))
+        .map(|p| (p.topic.clone(), p.partition, from(p), p.high))
+        .collect()
+}
+
+/// Builds the per-queue counts from the queue topics' offsets and the scanned counts.
+fn count(
+    queues: impl Iterator<Item = (String, PartitionOffsets)>,
+    retrying: &HashMap<String, u64>,
+    dead: &HashMap<String, u64>,
+) -> Stats {
+    let mut by_queue: BTreeMap<String, (QueueStats, u64)> = BTreeMap::new();
+    for (queue, p) in queues {
+        let (stats, finished) = entry(&mut by_queue, &queue);
+        stats.available += p.unfinished();
+        *finished += p.finished();
+        stats.partitions.push(PartitionLag {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            committed: p.position(),
+            end: p.high,
+            lag: p.unfinished(),
+        });
+    }
+    for (queue, n) in retrying {
+        entry(&mut by_queue, queue).0.retryable = *n;
+    }
+    for (queue, n) in dead {
+        entry(&mut by_queue, queue).0.dead = *n;
+    }
+    let queues = by_queue
+        .into_values()
+        .map(|(mut stats, finished)| {
+            stats.completed = finished.saturating_sub(stats.retryable + stats.dead);
+            stats
+        })
+        .collect();
+    Stats { queues }
+}
+
+/// A queue's counts and its finished-record total, created empty on first use.
+fn entry<'a>(
+    by_queue: &'a mut BTreeMap<String, (QueueStats, u64)>,
+    queue: &str,
+) -> &'a mut (QueueStats, u64) {
+    by_queue.entry(queue.to_string()).or_insert_with(|| {
+        let stats = QueueStats {
+            queue: queue.to_string(),
+            ..QueueStats::default()
+        };
+        (stats, 0)
+    })
+}
+
+fn list_dead(config: &KafkaConfig, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+    let scanner = Scanner::new(config)?;
+    let dead_name = config.topics.dead();
+    let topics: Vec<(String, Vec<i32>)> = scanner
+        .topics()?
+        .into_iter()
+        .filter(|(t, _)| *t == dead_name)
+        .collect();
+    let offsets = scanner.offsets(&topics)?;
+    // The newest `limit` of each partition hold the newest `limit` overall.
+    let newest = ranges(&offsets, |_| true, |p| p.low.max(p.high - limit as i64));
+    let mut letters = Vec::new();
+    scanner.read(&newest, |_, partition, offset, record| {
+        letters.push((partition, offset, dead_letter(config, &record)));
+    })?;
+    letters.sort_by(|a, b| {
+        let time = |l: &DeadLetter| l.job.errored_at;
+        time(&b.2)
+            .cmp(&time(&a.2))
+            .then(b.1.cmp(&a.1))
+            .then(b.0.cmp(&a.0))
+    });
+    letters.truncate(limit);
+    Ok(letters.into_iter().map(|(_, _, letter)| letter).collect())
+}
+
+/// A dead-letter record as an entry of the list. Records that never decoded (poison) are
+/// listed too, with what their headers and value tell.
+pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
+    let text = |name| record.header(name).and_then(Result::ok);
+    let number = |name| text(name).and_then(|v| v.trim().parse::<i64>().ok());
+    let origin_topic = text(header::ORIGINAL_TOPIC).map(str::to_string);
+    let origin_partition = number(header::ORIGINAL_PARTITION).and_then(|p| i32::try_from(p).ok());
+    let origin_offset = number(header::ORIGINAL_OFFSET);
+    let errored_at = number(header::ERROR_TIMESTAMP).map(JobInfo::time);
+    let queue = queue_of_record(config, record);
+    let job = match Envelope::from_record(record, &queue) {
+        Ok(e) => JobInfo {
+            id: e.id,
+            kind: e.kind,
+            queue: e.queue,
+            state: JobState::Dead,
+            attempt: e.attempt,
+            max_attempts: e.max_attempts,
+            priority: e.priority,
+            run_at: JobInfo::time(e.not_before.unwrap_or(e.enqueued_at)),
+            created_at: JobInfo::time(e.enqueued_at),
+            finished_at: errored_at,
+            last_error: text(header::ERROR_MESSAGE).map(str::to_string),
+            errored_at,
+            progress: None,
+            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
+            idempotency_key: e.idempotency_key,
+            ordering_key: e.ordering_key,
+            cancel_requested: false,
+        },
+        Err(_) => poison_info(
+            record,
+            queue,
+            &origin_topic,
+            origin_partition,
+            origin_offset,
+        ),
+    };
+    DeadLetter {
+        original_queue: job.queue.clone(),
+        original_topic: origin_topic,
+        original_partition: origin_partition,
+        original_offset: origin_offset,
+        job,
+    }
+}
+
+/// What can be said of a record that is not a job: an id derived from where it was read.
+fn poison_info(
+    record: &Record,
+    queue: String,
+    topic: &Option<String>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+) -> JobInfo {
+    let text = |name| record.header(name).and_then(Result::ok);
+    let origin = format!(
+        "{}/{}/{}",
+        topic.as_deref().unwrap_or("?"),
+        partition.unwrap_or(-1),
+        offset.unwrap_or(-1)
+    );
+    let errored_at = text(header::ERROR_TIMESTAMP)
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(JobInfo::time);
+    let payload = match payload_text(record) {
+        Ok(json) => serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::String(
+            String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned(),
+        ),
+    };
+    let at = errored_at.unwrap_or_default();
+    JobInfo {
+        id: crate::ingest::job_id(text(header::ID).unwrap_or(&origin)),
+        kind: text(header::KIND).unwrap_or("unknown").to_string(),
+        queue,
+        state: JobState::Dead,
+        attempt: 0,
+        max_attempts: 0,
+        priority: 0,
+        run_at: at,
+        created_at: at,
+        finished_at: errored_at,
+        last_error: text(header::ERROR_MESSAGE).map(str::to_string),
+        errored_at,
+        progress: None,
+        payload,
+        idempotency_key: None,
+        ordering_key: None,
+        cancel_requested: false,
+    }
+}

@@ -1,0 +1,201 @@
+//! Reading offsets and records from outside the workers' group: what statistics and the
+//! dead-letter list are built from. Nothing here joins the group or commits, so inspecting a
+//! queue never disturbs the workers.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::producer::client_config;
+use crate::session::record_of;
+use crate::{Error, KafkaConfig, Record};
+
+/// How long one metadata or offset request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long reading a range of records may take before it is reported as an error.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the workers' group stands in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionOffsets {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset still in the log.
+    pub low: i64,
+    /// Log end offset (the next record's offset).
+    pub high: i64,
+    /// The group's committed offset, if it committed one.
+    pub committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// The group's position, inside the log: records from here on are not finished.
+    pub fn position(&self) -> i64 {
+        self.committed
+            .unwrap_or(self.low)
+            .clamp(self.low, self.high)
+    }
+
+    /// Records not finished by the group.
+    pub fn unfinished(&self) -> u64 {
+        (self.high - self.position()) as u64
+    }
+
+    /// Records the group finished that are still in the log.
+    pub fn finished(&self) -> u64 {
+        (self.position() - self.low) as u64
+    }
+}
+
+/// A consumer that reads offsets and records without joining the group.
+pub(crate) struct Scanner {
+    consumer: BaseConsumer,
+}
+
+impl Scanner {
+    /// A scanner for `config`'s cluster; offsets it reports are those of `config.group`.
+    pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+        let consumer = client_config(config, |c| {
+            // The group id only names whose committed offsets are read: this consumer never
+            // subscribes (so never joins) and never commits.
+            c.set("group.id", &config.group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false");
+        })
+        .create()?;
+        Ok(Scanner { consumer })
+    }
+
+    /// Every topic of the cluster with its partitions.
+    pub fn topics(&self) -> Result<Vec<(String, Vec<i32>)>, Error> {
+        let metadata = self.consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| {
+                let partitions = t.partitions().iter().map(|p| p.id()).collect();
+                (t.name().to_string(), partitions)
+            })
+            .collect())
+    }
+
+    /// Watermarks and the group's committed offset of every partition of `topics`.
+    pub fn offsets(&self, topics: &[(String, Vec<i32>)]) -> Result<Vec<PartitionOffsets>, Error> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partitions) in topics {
+            for partition in partitions {
+                list.add_partition(topic, *partition);
+            }
+        }
+        if list.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let committed = self.consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+        let mut out = Vec::with_capacity(committed.count());
+        for element in committed.elements() {
+            let (low, high) = self.consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                REQUEST_TIMEOUT,
+            )?;
+            out.push(PartitionOffsets {
+                topic: element.topic().to_string(),
+                partition: element.partition(),
+                low,
+                high,
+                committed: match element.offset() {
+                    Offset::Offset(at) => Some(at),
+                    _ => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads every record in `[start, end)` of each range and hands it to `each` with its
+    /// partition and offset. Fails if the ranges cannot be read within a bounded time.
+    pub fn read(
+        &self,
+        ranges: &[(String, i32, i64, i64)],
+        mut each: impl FnMut(&str, i32, i64, Record),
+    ) -> Result<(), Error> {
+        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, start, end) in ranges {
+            if start < end {
+                ends.insert((topic.clone(), *partition), *end);
+                list.add_partition_offset(topic, *partition, Offset::Offset(*start))?;
+            }
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        self.consumer.assign(&list)?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while !ends.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Error::Incomplete(format!(
+                    "{} partitions were not read to their end within {READ_TIMEOUT:?}",
+                    ends.len()
+                )));
+            }
+            let Some(message) = self.consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message?;
+            let key = (message.topic().to_string(), message.partition());
+            let Some(end) = ends.get(&key).copied() else {
+                continue;
+            };
+            if message.offset() < end {
+                each(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    record_of(&message),
+                );
+            }
+            if message.offset() + 1 >= end {
+                ends.remove(&key);
+            }
+        }
+        self.consumer.unassign()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(low: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "t".into(),
+            partition: 0,
+            low,
+            high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn nothing_committed_means_everything_is_unfinished() {
+        assert_eq!(at(0, 10, None).unfinished(), 10);
+        assert_eq!(at(0, 10, None).finished(), 0);
+    }
+
+    #[test]
+    fn the_position_stays_inside_the_log() {
+        // Retention moved the log start past the committed offset.
+        assert_eq!(at(5, 10, Some(2)).position(), 5);
+        assert_eq!(at(5, 10, Some(2)).finished(), 0);
+        assert_eq!(at(0, 10, Some(7)).unfinished(), 3);
+        assert_eq!(at(0, 10, Some(7)).finished(), 7);
+    }
+}
