@@ -70,6 +70,12 @@ pub struct Ingest {
 }
 
 impl KafkaConfig {
+    /// The consumer group that reads the retry tiers: `{group}.retry`. Retries have a consumer
+    /// of their own so a storm of them waiting for their time never holds back fresh jobs.
+    pub fn retry_group(&self) -> String {
+        format!("{}.retry", self.group)
+    }
+
     /// Defaults for the bootstrap list `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaConfig {

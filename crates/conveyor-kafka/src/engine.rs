@@ -9,7 +9,7 @@ use conveyor_core::{now_ms, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJo
 use tokio::sync::Notify;
 
 use crate::producer::Producer;
-use crate::session::Session;
+use crate::session::{Session, Subscription};
 use crate::{Envelope, Error, KafkaConfig, Record};
 
 /// Jobs on a Kafka-protocol broker: enqueue produces, workers consume through a group.
@@ -89,22 +89,24 @@ impl KafkaEngine {
             return Ok(session.clone());
         }
         let layout = &self.config.topics;
-        let mut topics: Vec<String> = if fetch.queues.is_empty() {
+        let mut fresh: Vec<String> = if fetch.queues.is_empty() {
             vec![format!("^{}queue\\..+", regex_escape(&layout.prefix))]
         } else {
             let queues: Vec<String> = fetch.queues.iter().map(|q| layout.queue(q)).collect();
             self.producer.ensure_topics(&queues).await?;
             queues
         };
-        topics.extend((0..layout.retry_tiers.len()).filter_map(|t| layout.retry(t)));
         let ingest: Vec<String> = self.config.ingest.iter().map(|i| i.topic.clone()).collect();
         self.producer.ensure_topics(&ingest).await?;
-        topics.extend(ingest);
+        fresh.extend(ingest);
+        let retry = (0..layout.retry_tiers.len())
+            .filter_map(|t| layout.retry(t))
+            .collect();
         let session = Arc::new(Session::start(
             &self.config,
             self.producer.clone(),
             self.waker.clone(),
-            &topics,
+            &Subscription { fresh, retry },
         )?);
         sessions.insert(fetch.owner.clone(), session.clone());
         Ok(session)

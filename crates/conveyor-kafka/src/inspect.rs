@@ -3,7 +3,8 @@
 //! Per queue, from the workers' group offsets and two small scans:
 //! - `available`: records of the queue's topics the group has not finished (log end minus
 //!   committed offset); this includes jobs running now and keyed retries held in place;
-//! - `retryable`: records of the retry tiers not finished yet, counted by their queue header;
+//! - `retryable`: records of the retry tiers not finished yet by the retry group
+//!   (`{group}.retry`), counted by their queue header;
 //! - `dead`: records of the dead-letter topic, by queue;
 //! - `completed`: records of the queue's topics the group finished, minus those that went on to
 //!   a retry tier (still pending) or to the dead-letter topic.
@@ -70,20 +71,22 @@ fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
 }
 
 fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
-    let scanner = Scanner::new(config)?;
-    let topics = scanner.topics()?;
+    let scanner = Scanner::new(config, &config.group)?;
     let layout = &config.topics;
     let retry_names: Vec<String> = (0..layout.retry_tiers.len())
         .filter_map(|t| layout.retry(t))
         .collect();
     let dead_name = layout.dead();
-    let wanted: Vec<(String, Vec<i32>)> = topics
+    let (retry_topics, topics): (Vec<_>, Vec<_>) = scanner
+        .topics()?
         .into_iter()
         .filter(|(t, _)| {
             queue_of_topic(config, t).is_some() || retry_names.contains(t) || *t == dead_name
         })
-        .collect();
-    let offsets = scanner.offsets(&wanted)?;
+        .partition(|(t, _)| retry_names.contains(t));
+    let mut offsets = scanner.offsets(&topics)?;
+    // The retry tiers are read by a group of their own.
+    offsets.extend(Scanner::new(config, &config.retry_group())?.offsets(&retry_topics)?);
     let mut retrying: HashMap<String, u64> = HashMap::new();
     let pending_retries = ranges(
         &offsets,
@@ -169,7 +172,7 @@ fn entry<'a>(
 }
 
 fn list_dead(config: &KafkaConfig, limit: usize) -> Result<Vec<DeadLetter>, Error> {
-    let scanner = Scanner::new(config)?;
+    let scanner = Scanner::new(config, &config.group)?;
     let dead_name = config.topics.dead();
     let topics: Vec<(String, Vec<i32>)> = scanner
         .topics()?

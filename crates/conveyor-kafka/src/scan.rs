@@ -9,8 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::intake::record_of;
 use crate::producer::client_config;
-use crate::session::record_of;
 use crate::{Error, KafkaConfig, Record};
 
 /// How long one metadata or offset request may take.
@@ -59,12 +59,12 @@ pub(crate) struct Scanner {
 }
 
 impl Scanner {
-    /// A scanner for `config`'s cluster; offsets it reports are those of `config.group`.
-    pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+    /// A scanner for `config`'s cluster; offsets it reports are those of `group`.
+    pub fn new(config: &KafkaConfig, group: &str) -> Result<Self, Error> {
         let consumer = client_config(config, |c| {
             // The group id only names whose committed offsets are read: this consumer never
             // subscribes (so never joins) and never commits.
-            c.set("group.id", &config.group)
+            c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false");
         })

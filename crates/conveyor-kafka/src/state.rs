@@ -13,6 +13,17 @@ use crate::Envelope;
 /// A topic and partition.
 pub(crate) type Tp = (Arc<str>, i32);
 
+/// Which consumer of a session reads a partition. Retry tiers have a consumer (and a buffer)
+/// of their own, so a retry storm waiting for its time never holds back fresh jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub(crate) enum Lane {
+    /// Queue and ingest topics.
+    #[default]
+    Fresh,
+    /// Retry tier topics.
+    Retry,
+}
+
 /// A record's job, with where it was read from.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
@@ -34,7 +45,12 @@ pub(crate) enum Accepted {
 
 #[derive(Default)]
 pub(crate) struct State {
+    /// Ready fresh jobs, in the order read.
     ready: VecDeque<Pending>,
+    /// Ready retries; handed out alternately with fresh jobs.
+    ready_retries: VecDeque<Pending>,
+    /// Takes from the retry lane first on the next pick.
+    retry_turn: bool,
     leased: HashMap<JobId, Pending>,
     offsets: HashMap<Tp, PartitionOffsets>,
     busy_keys: HashSet<String>,
@@ -43,19 +59,24 @@ pub(crate) struct State {
     delayed: HashMap<Tp, VecDeque<Pending>>,
     /// Keyed jobs waiting in memory for their retry (they keep their key and their offset).
     held: Vec<Pending>,
-    /// Partitions the group assigned to this session.
-    assigned: HashSet<Tp>,
+    /// Partitions the group assigned to this session, with the lane that reads them.
+    assigned: HashMap<Tp, Lane>,
 }
 
 impl State {
     /// True when the partition is currently assigned to this session.
     pub fn is_assigned(&self, tp: &Tp) -> bool {
-        self.assigned.contains(tp)
+        self.assigned.contains_key(tp)
     }
 
-    /// Records newly assigned partitions.
-    pub fn assign(&mut self, partitions: &[Tp]) {
-        self.assigned.extend(partitions.iter().cloned());
+    /// Records partitions newly assigned to `lane`'s consumer.
+    pub fn assign(&mut self, partitions: &[Tp], lane: Lane) {
+        self.assigned
+            .extend(partitions.iter().map(|tp| (tp.clone(), lane)));
+    }
+
+    fn lane(&self, tp: &Tp) -> Lane {
+        self.assigned.get(tp).copied().unwrap_or_default()
     }
 
     /// Takes in a record's job.
@@ -94,7 +115,10 @@ impl State {
                 return Accepted::Waiting;
             }
         }
-        self.ready.push_back(pending);
+        match self.lane(&pending.tp) {
+            Lane::Fresh => self.ready.push_back(pending),
+            Lane::Retry => self.ready_retries.push_back(pending),
+        }
         Accepted::Ready
     }
 
@@ -132,12 +156,23 @@ impl State {
         next
     }
 
-    /// Hands out up to `limit` ready jobs.
+    /// Hands out up to `limit` ready jobs, alternating between fresh jobs and retries.
     pub fn take(&mut self, limit: usize) -> Vec<Pending> {
-        let n = limit.min(self.ready.len());
-        let out: Vec<Pending> = self.ready.drain(..n).collect();
-        for p in &out {
-            self.leased.insert(p.envelope.id, p.clone());
+        let mut out = Vec::with_capacity(limit.min(self.ready.len() + self.ready_retries.len()));
+        while out.len() < limit {
+            let next = if self.retry_turn {
+                self.ready_retries
+                    .pop_front()
+                    .or_else(|| self.ready.pop_front())
+            } else {
+                self.ready
+                    .pop_front()
+                    .or_else(|| self.ready_retries.pop_front())
+            };
+            let Some(pending) = next else { break };
+            self.retry_turn = !self.retry_turn;
+            self.leased.insert(pending.envelope.id, pending.clone());
+            out.push(pending);
         }
         out
     }
@@ -175,9 +210,20 @@ impl State {
     }
 
     /// Positions that moved since their last commit.
+    #[cfg(test)]
     pub fn commits(&mut self) -> Vec<(Tp, i64)> {
         self.offsets
             .iter_mut()
+            .filter_map(|(tp, o)| o.take_commit().map(|pos| (tp.clone(), pos)))
+            .collect()
+    }
+
+    /// Positions of `lane`'s partitions that moved since their last commit.
+    pub fn commits_of(&mut self, lane: Lane) -> Vec<(Tp, i64)> {
+        let assigned = &self.assigned;
+        self.offsets
+            .iter_mut()
+            .filter(|(tp, _)| assigned.get(*tp).copied().unwrap_or_default() == lane)
             .filter_map(|(tp, o)| o.take_commit().map(|pos| (tp.clone(), pos)))
             .collect()
     }
@@ -204,6 +250,7 @@ impl State {
             keep
         };
         self.ready.retain(&mut keep);
+        self.ready_retries.retain(&mut keep);
         self.leased.retain(|_, p| keep(p));
         self.held.retain(&mut keep);
         for queue in self.waiting.values_mut() {
@@ -222,9 +269,13 @@ impl State {
         commits
     }
 
-    /// Jobs read and not finished: the back-pressure measure.
-    pub fn buffered(&self) -> usize {
-        self.offsets.values().map(PartitionOffsets::in_flight).sum()
+    /// Jobs read from `lane`'s partitions and not finished: its back-pressure measure.
+    pub fn buffered(&self, lane: Lane) -> usize {
+        self.offsets
+            .iter()
+            .filter(|(tp, _)| self.lane(tp) == lane)
+            .map(|(_, o)| o.in_flight())
+            .sum()
     }
 }
 

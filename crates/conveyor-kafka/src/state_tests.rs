@@ -64,7 +64,7 @@ fn the_commit_waits_for_the_slowest_job() {
     let p = s.unlease(jobs[0].envelope.id).expect("leased");
     s.finish(&p);
     assert_eq!(s.commits(), [(tp(1), 4)]);
-    assert_eq!(s.buffered(), 0);
+    assert_eq!(s.buffered(Lane::Fresh), 0);
 }
 
 #[test]
@@ -131,5 +131,31 @@ fn revoking_forgets_the_partition_and_frees_its_keys() {
     );
     assert_eq!(ids(&s.take(10)), [0]);
     assert!(s.unlease(JobId::new()).is_none());
-    assert_eq!(s.buffered(), 1, "only partition 1's job remains");
+    assert_eq!(s.buffered(Lane::Fresh), 1, "only partition 1's job remains");
+}
+
+#[test]
+fn fresh_jobs_and_retries_take_turns() {
+    let mut s = State::default();
+    let retry_tier: Tp = (Arc::from("conveyor.retry.1s"), 0);
+    s.assign(&[tp(0)], Lane::Fresh);
+    s.assign(std::slice::from_ref(&retry_tier), Lane::Retry);
+    for o in 0..3 {
+        let mut retry = pending(0, o, None, None);
+        retry.tp = retry_tier.clone();
+        s.accept(retry, 0);
+    }
+    for o in 10..13 {
+        s.accept(pending(0, o, None, None), 0);
+    }
+    assert_eq!(s.buffered(Lane::Retry), 3);
+    assert_eq!(s.buffered(Lane::Fresh), 3);
+    assert_eq!(
+        ids(&s.take(4)),
+        [10, 0, 11, 1],
+        "a retry storm cannot starve fresh jobs"
+    );
+    assert_eq!(ids(&s.take(4)), [12, 2]);
+    assert_eq!(s.commits_of(Lane::Retry), [(retry_tier, 0)]);
+    assert_eq!(s.commits_of(Lane::Fresh), [(tp(0), 10)]);
 }

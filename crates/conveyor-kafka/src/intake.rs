@@ -1,0 +1,306 @@
+//! Reading records into a session: one group consumer per [`Lane`], its rebalance callbacks,
+//! and the poll loop that decodes records into jobs (or dead-letters what is not a job).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use conveyor_core::now_ms;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{watch, Notify};
+
+use crate::producer::{client_config, Producer};
+use crate::state::{Accepted, Lane, Pending, State, Tp};
+use crate::{Envelope, Error, KafkaConfig, Record};
+
+/// Most records one lane holds read and not finished: beyond it the lane stops taking records
+/// from the client until workers catch up (back-pressure that bounds memory by this, not the
+/// backlog).
+const MAX_BUFFERED: usize = 4096;
+
+/// What a session's lanes and its exchanges share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub producer: Arc<Producer>,
+    pub config: KafkaConfig,
+    /// Wakes the worker when jobs become ready.
+    pub waker: Arc<Notify>,
+    /// Wakes each lane's poll loop: buffer room, or a new due time (fresh, retry).
+    timers: [Notify; 2],
+}
+
+impl Shared {
+    pub fn new(config: &KafkaConfig, producer: Arc<Producer>, waker: Arc<Notify>) -> Self {
+        Shared {
+            state: Mutex::new(State::default()),
+            producer,
+            config: config.clone(),
+            waker,
+            timers: [Notify::new(), Notify::new()],
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets every lane look again: room in its buffer, or a new due time.
+    pub fn nudge(&self) {
+        for timer in &self.timers {
+            timer.notify_one();
+        }
+    }
+}
+
+/// Rebalance callbacks of one lane's consumer.
+pub(crate) struct LaneContext {
+    shared: Arc<Shared>,
+    lane: Lane,
+}
+
+impl ClientContext for LaneContext {}
+
+fn partitions(list: &TopicPartitionList) -> Vec<Tp> {
+    list.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for LaneContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = partitions(list);
+            let commits = self.shared.state().revoke(&revoked);
+            tracing::info!(
+                partitions = revoked.len(),
+                lane = ?self.lane,
+                "partitions revoked: their unfinished jobs run again on the new owner"
+            );
+            if let Err(err) = commit(consumer, &commits, CommitMode::Sync) {
+                tracing::warn!(error = %err, "commit before revocation failed; some jobs may run twice");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned = partitions(list);
+            tracing::info!(partitions = assigned.len(), lane = ?self.lane, "partitions assigned");
+            self.shared.state().assign(&assigned, self.lane);
+        }
+    }
+}
+
+/// One lane's consumer.
+pub(crate) type LaneConsumer = StreamConsumer<LaneContext>;
+
+/// Joins `group` and subscribes to `topics` (a name starting with `^` is a pattern).
+pub(crate) fn subscribe(
+    shared: &Arc<Shared>,
+    lane: Lane,
+    group: &str,
+    topics: &[String],
+) -> Result<LaneConsumer, Error> {
+    let config = &shared.config;
+    let client = client_config(config, |c| {
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // A fetch waits at most this long for new records. Brokers that do not answer
+            // a waiting fetch when a record arrives (tansu 0.6) otherwise add the default
+            // 500 ms to every enqueue -> start on an idle queue.
+            .set("fetch.wait.max.ms", "10")
+            // The poll loop stops taking records while the buffer is full; it only ever
+            // waits on workers, so allow it as long as a slow batch of jobs may take.
+            .set("max.poll.interval.ms", "1800000");
+    });
+    let consumer: LaneConsumer = client.create_with_context(LaneContext {
+        shared: shared.clone(),
+        lane,
+    })?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    Ok(consumer)
+}
+
+/// Commits positions through `consumer` (the one whose group owns those partitions).
+pub(crate) fn commit<C: Consumer<LaneContext>>(
+    consumer: &C,
+    commits: &[(Tp, i64)],
+    mode: CommitMode,
+) -> Result<(), Error> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), position) in commits {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*position))?;
+    }
+    consumer.commit(&list, mode)?;
+    Ok(())
+}
+
+/// Reads `lane`'s records into the session until `stop`.
+pub(crate) async fn poll_loop(
+    consumer: Arc<LaneConsumer>,
+    shared: Arc<Shared>,
+    lane: Lane,
+    mut stop: watch::Receiver<bool>,
+) {
+    let timer = &shared.timers[lane as usize];
+    let mut next_due: Option<i64> = None;
+    loop {
+        let sleep = async {
+            match next_due {
+                Some(at) => {
+                    tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = sleep => {}
+            _ = timer.notified() => {}
+            // Back-pressure: while the buffer is full, records stay in the client. The loop
+            // keeps running (and librdkafka keeps the group membership alive in its own thread).
+            message = consumer.recv(), if shared.state().buffered(lane) < MAX_BUFFERED => match message {
+                Ok(message) => take_in(&shared, &message).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+        next_due = shared.state().release_due(now_ms());
+        shared.waker.notify_waiters();
+    }
+}
+
+/// Takes in one record: ready, waiting behind its key, or (a retry not due yet) held in memory
+/// until due.
+async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
+    let tp: Tp = (Arc::from(message.topic()), message.partition());
+    if !shared.state().is_assigned(&tp) {
+        // Fetched before its partition was revoked: the new owner reads it again. Taking it
+        // here could commit a position in a partition this worker no longer owns.
+        return;
+    }
+    let offset = message.offset();
+    let record = record_of(message);
+    let queue = queue_of(&shared.config, message.topic());
+    let ingest = shared
+        .config
+        .ingest
+        .iter()
+        .find(|i| i.topic == message.topic());
+    let decoded = match ingest {
+        Some(ingest) => ingest.decoder.decode(&record, now_ms()),
+        None => Envelope::from_record(&record, &queue),
+    };
+    let envelope = match decoded {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            dead_letter_poison(shared, &tp, offset, record, &err).await;
+            shared.state().skip(&tp, offset);
+            return;
+        }
+    };
+    let accepted = shared.state().accept(
+        Pending {
+            tp: tp.clone(),
+            offset,
+            envelope,
+        },
+        now_ms(),
+    );
+    if let Accepted::Ready = accepted {
+        shared.waker.notify_waiters();
+    }
+}
+
+/// A record that is not a job goes to the dead-letter topic with the decode error; retried
+/// until the broker takes it, so a poison record is never silently dropped.
+async fn dead_letter_poison(
+    shared: &Shared,
+    tp: &Tp,
+    offset: i64,
+    mut record: Record,
+    err: &Error,
+) {
+    provenance(
+        &mut record,
+        tp,
+        offset,
+        &format!("undecodable record: {err}"),
+    );
+    let dead = shared.config.topics.dead();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match shared.producer.send(&dead, &record).await {
+            Ok(_) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %err, "undecodable record dead-lettered");
+                return;
+            }
+            Err(send_err) => {
+                tracing::error!(error = %send_err, "cannot dead-letter a poison record yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Adds the seeds' provenance headers.
+pub(crate) fn provenance(record: &mut Record, (topic, partition): &Tp, offset: i64, error: &str) {
+    let mut put = |name: &str, value: String| {
+        record.headers.retain(|(n, _)| n != name);
+        record.headers.push((name.to_string(), value.into_bytes()));
+    };
+    put(crate::envelope::header::ORIGINAL_TOPIC, topic.to_string());
+    put(
+        crate::envelope::header::ORIGINAL_PARTITION,
+        partition.to_string(),
+    );
+    put(crate::envelope::header::ORIGINAL_OFFSET, offset.to_string());
+    put(crate::envelope::header::ERROR_MESSAGE, error.to_string());
+    put(
+        crate::envelope::header::ERROR_TIMESTAMP,
+        now_ms().to_string(),
+    );
+}
+
+/// A consumed message as a [`Record`].
+pub fn record_of<M: Message>(message: &M) -> Record {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+fn queue_of(config: &KafkaConfig, topic: &str) -> String {
+    topic
+        .strip_prefix(&format!("{}queue.", config.topics.prefix))
+        .unwrap_or(conveyor_core::DEFAULT_QUEUE)
+        .to_string()
+}
