@@ -43,14 +43,16 @@ pub(crate) enum Accepted {
     Delayed { due_ms: i64 },
 }
 
+/// Which FIFO a ready job waits in.
+type ReadyKey = (Lane, String);
+
 #[derive(Default)]
 pub(crate) struct State {
-    /// Ready fresh jobs, in the order read.
-    ready: VecDeque<Pending>,
-    /// Ready retries; handed out alternately with fresh jobs.
-    ready_retries: VecDeque<Pending>,
-    /// Takes from the retry lane first on the next pick.
-    retry_turn: bool,
+    /// Ready jobs, one FIFO per lane and queue, so a burst in one queue (or a retry storm)
+    /// cannot hold back the jobs of another: they are served in turns.
+    ready: HashMap<ReadyKey, VecDeque<Pending>>,
+    /// The keys of `ready` that have jobs, in serving order.
+    turns: VecDeque<ReadyKey>,
     leased: HashMap<JobId, Pending>,
     offsets: HashMap<Tp, PartitionOffsets>,
     busy_keys: HashSet<String>,
@@ -115,11 +117,22 @@ impl State {
                 return Accepted::Waiting;
             }
         }
-        match self.lane(&pending.tp) {
-            Lane::Fresh => self.ready.push_back(pending),
-            Lane::Retry => self.ready_retries.push_back(pending),
-        }
+        self.push_ready(pending, false);
         Accepted::Ready
+    }
+
+    /// Queues a ready job in its lane and queue's FIFO (at the front: it goes next there).
+    fn push_ready(&mut self, pending: Pending, front: bool) {
+        let key = (self.lane(&pending.tp), pending.envelope.queue.clone());
+        let fifo = self.ready.entry(key.clone()).or_default();
+        if fifo.is_empty() {
+            self.turns.push_back(key);
+        }
+        if front {
+            fifo.push_front(pending);
+        } else {
+            fifo.push_back(pending);
+        }
     }
 
     /// Moves due delayed and held jobs to the ready queue. Returns the next due time, if any.
@@ -151,26 +164,30 @@ impl State {
         }
         // A held job is the head of its key already (the key stayed busy): it goes first.
         for pending in now_due.into_iter().rev() {
-            self.ready.push_front(pending);
+            self.push_ready(pending, true);
         }
         next
     }
 
-    /// Hands out up to `limit` ready jobs, alternating between fresh jobs and retries.
+    /// Hands out up to `limit` ready jobs, one per lane and queue in turn.
     pub fn take(&mut self, limit: usize) -> Vec<Pending> {
-        let mut out = Vec::with_capacity(limit.min(self.ready.len() + self.ready_retries.len()));
+        let mut out = Vec::new();
         while out.len() < limit {
-            let next = if self.retry_turn {
-                self.ready_retries
-                    .pop_front()
-                    .or_else(|| self.ready.pop_front())
-            } else {
-                self.ready
-                    .pop_front()
-                    .or_else(|| self.ready_retries.pop_front())
+            let Some(key) = self.turns.pop_front() else {
+                break;
             };
-            let Some(pending) = next else { break };
-            self.retry_turn = !self.retry_turn;
+            let Some(fifo) = self.ready.get_mut(&key) else {
+                continue;
+            };
+            let Some(pending) = fifo.pop_front() else {
+                self.ready.remove(&key);
+                continue;
+            };
+            if fifo.is_empty() {
+                self.ready.remove(&key);
+            } else {
+                self.turns.push_back(key);
+            }
             self.leased.insert(pending.envelope.id, pending.clone());
             out.push(pending);
         }
@@ -194,7 +211,7 @@ impl State {
         }
         if let Some(key) = &pending.envelope.ordering_key {
             match self.waiting.get_mut(key).and_then(VecDeque::pop_front) {
-                Some(next) => self.ready.push_back(next),
+                Some(next) => self.push_ready(next, false),
                 None => {
                     self.busy_keys.remove(key);
                     self.waiting.remove(key);
@@ -249,8 +266,12 @@ impl State {
             }
             keep
         };
-        self.ready.retain(&mut keep);
-        self.ready_retries.retain(&mut keep);
+        for fifo in self.ready.values_mut() {
+            fifo.retain(&mut keep);
+        }
+        self.ready.retain(|_, fifo| !fifo.is_empty());
+        let ready = &self.ready;
+        self.turns.retain(|key| ready.contains_key(key));
         self.leased.retain(|_, p| keep(p));
         self.held.retain(&mut keep);
         for queue in self.waiting.values_mut() {

@@ -135,6 +135,26 @@ fn revoking_forgets_the_partition_and_frees_its_keys() {
 }
 
 #[test]
+fn queues_take_turns() {
+    let mut s = State::default();
+    for o in 0..3 {
+        let mut burst = pending(0, o, None, None);
+        burst.envelope.queue = "storm".into();
+        s.accept(burst, 0);
+    }
+    s.accept(pending(1, 0, None, None), 0);
+    assert_eq!(
+        s.take(2)
+            .iter()
+            .map(|p| p.envelope.queue.as_str())
+            .collect::<Vec<_>>(),
+        ["storm", "default"],
+        "a burst in one queue does not hold back another"
+    );
+    assert_eq!(ids(&s.take(5)), [1, 2]);
+}
+
+#[test]
 fn fresh_jobs_and_retries_take_turns() {
     let mut s = State::default();
     let retry_tier: Tp = (Arc::from("conveyor.retry.1s"), 0);
@@ -152,10 +172,10 @@ fn fresh_jobs_and_retries_take_turns() {
     assert_eq!(s.buffered(Lane::Fresh), 3);
     assert_eq!(
         ids(&s.take(4)),
-        [10, 0, 11, 1],
+        [0, 10, 1, 11],
         "a retry storm cannot starve fresh jobs"
     );
-    assert_eq!(ids(&s.take(4)), [12, 2]);
+    assert_eq!(ids(&s.take(4)), [2, 12]);
     assert_eq!(s.commits_of(Lane::Retry), [(retry_tier, 0)]);
     assert_eq!(s.commits_of(Lane::Fresh), [(tp(0), 10)]);
 }

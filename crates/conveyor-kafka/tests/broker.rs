@@ -76,6 +76,63 @@ async fn retries_pass_through_a_tier_and_every_finished_offset_is_committed() {
     );
 }
 
+/// A worker that resumes from a committed offset inside a producer batch gets the rest of that
+/// batch. (tansu 0.6's memory storage skipped it until scripts/tansu/ patched it: the fleet test
+/// lost jobs that way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resuming_inside_a_producer_batch_runs_the_rest_of_it() {
+    let (_, engine) = connect(1).await;
+    // One enqueue_batch on one partition: the producer sends it as few large batches.
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|n| NewJob::new("step", json!({"n": n})))
+        .collect();
+    let ids: Vec<_> = engine
+        .enqueue_batch(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    // The first worker finishes jobs 0..100 and holds the next ones until it is stopped, so
+    // the committed offset lands at 100, inside a batch.
+    let mut first = Registry::new();
+    first.register(conveyor_core::handler_fn("step", |ctx| async move {
+        let n = ctx
+            .payload::<serde_json::Value>()
+            .ok()
+            .and_then(|p| p["n"].as_u64());
+        if n.is_some_and(|n| n >= 100) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        conveyor_core::Outcome::Complete
+    }));
+    let stop_fast = WorkerConfig {
+        shutdown_grace: Duration::from_millis(100),
+        ..test_config()
+    };
+    let mut worker = run(&engine, first, stop_fast);
+    worker.until_completed(&ids[..100]).await;
+    worker.stop().await;
+
+    let mut second = Registry::new();
+    second.register(conveyor_core::handler_fn("step", |_| async {
+        conveyor_core::Outcome::Complete
+    }));
+    let mut worker = run(&engine, second, test_config());
+    worker.until_completed(&ids[100..]).await;
+    let events = worker.stop().await;
+    let started: HashSet<_> = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Started { .. }))
+        .map(JobEvent::id)
+        .collect();
+    assert_eq!(
+        started,
+        ids[100..].iter().copied().collect(),
+        "exactly the rest ran"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     let (config, engine) = connect(1).await;
