@@ -102,7 +102,7 @@ fn wait_for_runs(logs: &[PathBuf], at_least: usize, limit: Duration) -> usize {
         if n >= at_least || Instant::now() > deadline {
             return n;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -147,7 +147,7 @@ async fn a_fleet_loses_nothing_when_a_worker_is_killed() {
     for log in &logs {
         fleet.spawn_worker(&url, log);
     }
-    let before_kill = wait_for_runs(&logs, JOBS / 4, Duration::from_secs(120));
+    let before_kill = wait_for_runs(&logs, JOBS / 8, Duration::from_secs(120));
     assert!(before_kill < JOBS, "the drain finished before the kill");
     // The busiest worker dies: the first one started may not have been given any partition.
     let busiest = (0..WORKERS)
@@ -180,8 +180,10 @@ async fn a_fleet_loses_nothing_when_a_worker_is_killed() {
         );
     }
     // Re-runs come from work that finished but was not committed yet when the worker died or
-    // a partition moved: bounded by the in-flight windows of the rebalances.
-    let bound = WORKERS * CONCURRENCY * 4;
+    // a partition moved: what was running (the concurrency), plus what the victim finished
+    // since its last commit reached the broker (the 20 ms commit interval plus an OffsetCommit
+    // round trip of up to ~100 ms on a loaded tansu, at about 10k jobs/s: ~1200 jobs).
+    let bound = WORKERS * CONCURRENCY + 1200;
     assert!(
         duplicates <= bound,
         "{duplicates} re-runs exceed the in-flight bound {bound}"

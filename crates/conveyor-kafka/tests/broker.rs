@@ -133,6 +133,64 @@ async fn a_worker_resuming_inside_a_producer_batch_runs_the_rest_of_it() {
     );
 }
 
+/// A storm of retries waiting for their time (more than a lane's buffer holds) does not stop a
+/// worker from reading and running fresh jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_jobs_flow_while_a_retry_storm_waits() {
+    const STORM: usize = 5000;
+    let (_, engine) = connect(3).await;
+    let storm: Vec<NewJob> = (0..STORM)
+        .map(|_| NewJob::new("storm", json!({})).queue("storm"))
+        .collect();
+    engine
+        .enqueue_batch(storm)
+        .await
+        .expect("enqueue the storm");
+    let mut registry = Registry::with_builtins();
+    registry.register(conveyor_core::handler_fn("storm", |ctx| async move {
+        if ctx.attempt() == 1 {
+            conveyor_core::Outcome::RetryAfter {
+                delay: Duration::from_secs(60),
+                error: "storm".into(),
+            }
+        } else {
+            conveyor_core::Outcome::Complete
+        }
+    }));
+    let config = WorkerConfig {
+        concurrency: 64,
+        ..test_config()
+    };
+    let mut worker = run(&engine, registry, config);
+    worker
+        .until("every storm job failed once", |seen| {
+            seen.iter()
+                .filter(|e| matches!(e, JobEvent::Failed { .. }))
+                .count()
+                >= STORM
+        })
+        .await;
+    let healthy: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("noop", json!({"i": i})))
+        .collect();
+    let healthy: Vec<_> = engine
+        .enqueue_batch(healthy)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    // The storm's retries are due in a minute; the healthy jobs must not wait for them.
+    worker.until_completed(&healthy).await;
+    let events = worker.stop().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Started { attempt: 2, .. })),
+        "no retry ran before its time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     let (config, engine) = connect(1).await;
