@@ -119,7 +119,9 @@ pub async fn run(
     while seen < pace.total {
         let (i, at) = tokio::time::timeout(Duration::from_secs(30), started_rx.recv())
             .await
-            .context("no paced job started for 30 s")?
+            .with_context(|| {
+                format!("{seen} of {} paced jobs started, then none for 30 s", pace.total)
+            })?
             .context("the worker stopped")?;
         if let Some(slot) = samples.get_mut(i).filter(|s| s.is_nan()) {
             *slot = at.duration_since(pace.intended(start, i)).as_secs_f64() * 1000.0;
