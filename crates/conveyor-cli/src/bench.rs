@@ -113,6 +113,9 @@ pub struct BenchResult {
     /// Throughput: rate / ceiling rate. Paced: ceiling p99 / p99 (1.0 = as fast as raw).
     ratio_to_ceiling: Option<f64>,
     enqueue_jobs_per_s: Option<f64>,
+    /// Paced workloads: intended send time -> the engine acknowledged the enqueue.
+    enqueue_p50_ms: Option<f64>,
+    enqueue_p99_ms: Option<f64>,
     /// Retry storm: storm jobs, and the seconds until the last of them completed.
     storm_jobs: Option<usize>,
     storm_seconds: Option<f64>,
@@ -290,6 +293,8 @@ impl BenchResult {
             ceiling_p99_ms: None,
             ratio_to_ceiling: None,
             enqueue_jobs_per_s: None,
+            enqueue_p50_ms: None,
+            enqueue_p99_ms: None,
             storm_jobs: None,
             storm_seconds: None,
             peak_rss_mb: peak_rss_mb(),
@@ -323,6 +328,8 @@ impl BenchResult {
     fn paced(workload: Workload, backend: String, run: &paced::Paced, raw: Option<&[f64]>) -> Self {
         let mut result = Self::empty(workload, backend, run.samples.len(), run.seconds);
         result.with_latencies(&run.samples);
+        result.enqueue_p50_ms = Some(percentile(&run.acks, 0.50));
+        result.enqueue_p99_ms = Some(percentile(&run.acks, 0.99));
         if let Some(raw) = raw {
             let raw_p99 = percentile(raw, 0.99);
             result.ceiling_p50_ms = Some(percentile(raw, 0.50));
@@ -375,6 +382,9 @@ fn report(result: &BenchResult, json: bool) -> Result<()> {
     }
     if let Some(rate) = result.enqueue_jobs_per_s {
         println!("  enqueue jobs/s    {rate:>12.0}");
+    }
+    if let (Some(p50), Some(p99)) = (result.enqueue_p50_ms, result.enqueue_p99_ms) {
+        println!("  enqueue acked ms  p50 {p50:.3}  p99 {p99:.3}  (of the latency above)");
     }
     if let (Some(jobs), Some(seconds)) = (result.storm_jobs, result.storm_seconds) {
         println!("  storm             {jobs} jobs failing twice, done in {seconds:.2} s");

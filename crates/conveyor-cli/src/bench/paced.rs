@@ -43,6 +43,9 @@ impl Pace {
 pub struct Paced {
     /// Latencies (ms) of the paced jobs, sorted.
     pub samples: Vec<f64>,
+    /// Per paced job, ms from its intended send time to the engine's acknowledgement, sorted:
+    /// the enqueue's share of the latency.
+    pub acks: Vec<f64>,
     /// Seconds from the first intended send to the last paced job started.
     pub seconds: f64,
     /// Storm jobs completed, and the seconds they took from the worker's start.
@@ -111,7 +114,8 @@ pub async fn run(
     let worker_started = Instant::now();
     warm_up(engine, &mut started_rx).await?;
     let start = Instant::now();
-    let sender = tokio::spawn(send_paced(engine.clone(), pace, start));
+    let acks = Arc::new(std::sync::Mutex::new(Vec::with_capacity(pace.total)));
+    let sender = tokio::spawn(send_paced(engine.clone(), pace, start, acks.clone()));
     let bar = progress(pace.total, "paced");
     let mut samples = vec![f64::NAN; pace.total];
     let mut seen = 0;
@@ -120,7 +124,10 @@ pub async fn run(
         let (i, at) = tokio::time::timeout(Duration::from_secs(30), started_rx.recv())
             .await
             .with_context(|| {
-                format!("{seen} of {} paced jobs started, then none for 30 s", pace.total)
+                format!(
+                    "{seen} of {} paced jobs started, then none for 30 s",
+                    pace.total
+                )
             })?
             .context("the worker stopped")?;
         if let Some(slot) = samples.get_mut(i).filter(|s| s.is_nan()) {
@@ -136,8 +143,11 @@ pub async fn run(
     let _ = stop_tx.send(());
     running.await??;
     samples.sort_by(f64::total_cmp);
+    let mut acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|e| e.into_inner()));
+    acks.sort_by(f64::total_cmp);
     Ok(Paced {
         samples,
+        acks,
         seconds: last.duration_since(start).as_secs_f64(),
         storm,
     })
@@ -175,12 +185,25 @@ async fn warm_up(
 }
 
 /// Sends the paced jobs through the engine.
-async fn send_paced(engine: Arc<dyn Engine>, pace: Pace, start: Instant) -> Result<()> {
+async fn send_paced(
+    engine: Arc<dyn Engine>,
+    pace: Pace,
+    start: Instant,
+    acks: Arc<std::sync::Mutex<Vec<f64>>>,
+) -> Result<()> {
     pace_sends(pace, start, move |range| {
         let engine = engine.clone();
+        let acks = acks.clone();
         async move {
-            let batch: Vec<NewJob> = range.map(paced_job).collect();
+            let batch: Vec<NewJob> = range.clone().map(paced_job).collect();
             engine.enqueue_batch(batch).await?;
+            let at = Instant::now();
+            let mut acks = acks.lock().unwrap_or_else(|e| e.into_inner());
+            acks.extend(range.map(|i| {
+                at.saturating_duration_since(pace.intended(start, i))
+                    .as_secs_f64()
+                    * 1000.0
+            }));
             Ok(())
         }
     })
