@@ -181,7 +181,12 @@ fn list_dead(config: &KafkaConfig, limit: usize) -> Result<Vec<DeadLetter>, Erro
         .collect();
     let offsets = scanner.offsets(&topics)?;
     // The newest `limit` of each partition hold the newest `limit` overall.
-    let newest = ranges(&offsets, |_| true, |p| p.low.max(p.high - limit as i64));
+    let per_partition = i64::try_from(limit).unwrap_or(i64::MAX);
+    let newest = ranges(
+        &offsets,
+        |_| true,
+        |p| p.low.max(p.high.saturating_sub(per_partition)),
+    );
     let mut letters = Vec::new();
     scanner.read(&newest, |_, partition, offset, record| {
         letters.push((partition, offset, dead_letter(config, &record)));

@@ -16,7 +16,8 @@ use crate::{Error, KafkaConfig, Record};
 /// How long one metadata or offset request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long reading a range of records may take before it is reported as an error.
+/// How long reading may go without a record before it is reported as an error (the time a
+/// whole read takes grows with the ranges: a long dead-letter topic is fine while it moves).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the workers' group stands in one partition.
@@ -65,6 +66,8 @@ impl Scanner {
             // The group id only names whose committed offsets are read: this consumer never
             // subscribes (so never joins) and never commits.
             c.set("group.id", group)
+                // A range start removed by retention meanwhile reads from the log start.
+                .set("auto.offset.reset", "earliest")
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false");
         })
@@ -137,11 +140,11 @@ impl Scanner {
             return Ok(());
         }
         self.consumer.assign(&list)?;
-        let deadline = Instant::now() + READ_TIMEOUT;
+        let mut deadline = Instant::now() + READ_TIMEOUT;
         while !ends.is_empty() {
             if Instant::now() > deadline {
                 return Err(Error::Incomplete(format!(
-                    "{} partitions were not read to their end within {READ_TIMEOUT:?}",
+                    "{} partitions were not read to their end: no record for {READ_TIMEOUT:?}",
                     ends.len()
                 )));
             }
@@ -149,6 +152,7 @@ impl Scanner {
                 continue;
             };
             let message = message?;
+            deadline = Instant::now() + READ_TIMEOUT;
             let key = (message.topic().to_string(), message.partition());
             let Some(end) = ends.get(&key).copied() else {
                 continue;

@@ -48,11 +48,12 @@ impl Session {
     ) -> Result<Self, Error> {
         let shared = Arc::new(Shared::new(config, producer, waker));
         let fresh = subscribe(&shared, Lane::Fresh, &config.group, &topics.fresh)?;
-        let retry = subscribe(&shared, Lane::Retry, &config.retry_group(), &topics.retry)?;
-        let lanes = vec![
-            (Lane::Fresh, Arc::new(fresh)),
-            (Lane::Retry, Arc::new(retry)),
-        ];
+        let mut lanes = vec![(Lane::Fresh, Arc::new(fresh))];
+        // A layout without retry tiers (every retry dead-letters) has no retry lane.
+        if !topics.retry.is_empty() {
+            let retry = subscribe(&shared, Lane::Retry, &config.retry_group(), &topics.retry)?;
+            lanes.push((Lane::Retry, Arc::new(retry)));
+        }
         let (stop, stopped) = watch::channel(false);
         let pollers = lanes
             .iter()

@@ -165,8 +165,9 @@ async fn raw_paced(config: &KafkaConfig, pace: Pace) -> Result<Vec<f64>> {
     let topic = format!("{}raw-paced", config.topics.prefix);
     let producer = Arc::new(Producer::new(config)?);
     producer.ensure_topics(std::slice::from_ref(&topic)).await?;
-    let consumer = reader(config, &topic, config.partitions, Offset::End)?;
-    // Let the consumer settle on the end of the empty topic before timing.
+    // The topic is new and empty: reading from its start misses nothing, whenever the
+    // consumer gets going.
+    let consumer = reader(config, &topic, config.partitions, Offset::Beginning)?;
     let consumer = tokio::task::spawn_blocking(move || {
         let _ = consumer.poll(Duration::from_millis(500)).is_some();
         consumer

@@ -115,21 +115,27 @@ pub async fn run(
     warm_up(engine, &mut started_rx).await?;
     let start = Instant::now();
     let acks = Arc::new(std::sync::Mutex::new(Vec::with_capacity(pace.total)));
-    let sender = tokio::spawn(send_paced(engine.clone(), pace, start, acks.clone()));
+    let mut sender = tokio::spawn(send_paced(engine.clone(), pace, start, acks.clone()));
+    let mut sending = true;
     let bar = progress(pace.total, "paced");
     let mut samples = vec![f64::NAN; pace.total];
     let mut seen = 0;
     let mut last = start;
     while seen < pace.total {
-        let (i, at) = tokio::time::timeout(Duration::from_secs(30), started_rx.recv())
-            .await
-            .with_context(|| {
-                format!(
-                    "{seen} of {} paced jobs started, then none for 30 s",
-                    pace.total
-                )
-            })?
-            .context("the worker stopped")?;
+        let next = tokio::time::timeout(Duration::from_secs(30), started_rx.recv());
+        let (i, at) = tokio::select! {
+            // A failed enqueue ends the run at once, with its error.
+            sent = &mut sender, if sending => {
+                sent??;
+                sending = false;
+                continue;
+            }
+            started = next => started
+                .with_context(|| {
+                    format!("{seen} of {} paced jobs started, then none for 30 s", pace.total)
+                })?
+                .context("the worker stopped")?,
+        };
         if let Some(slot) = samples.get_mut(i).filter(|s| s.is_nan()) {
             *slot = at.duration_since(pace.intended(start, i)).as_secs_f64() * 1000.0;
             seen += 1;
@@ -138,7 +144,9 @@ pub async fn run(
         }
     }
     bar.finish_and_clear();
-    sender.await??;
+    if sending {
+        sender.await??;
+    }
     let storm = wait_for_storm(&mut storm_rx, storm, worker_started).await?;
     let _ = stop_tx.send(());
     running.await??;
