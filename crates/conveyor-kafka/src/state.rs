@@ -282,12 +282,29 @@ impl State {
             self.delayed.remove(tp);
             self.assigned.remove(tp);
         }
-        // A key whose running job was revoked is free again (all its jobs share the partition).
+        // A key whose active job was revoked goes on with its next job still here (the same
+        // key may be used in another topic), or is free again.
         for key in dropped_keys {
-            self.busy_keys.remove(&key);
-            self.waiting.remove(&key);
+            if self.key_is_active(&key) {
+                continue;
+            }
+            match self.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+                Some(next) => self.push_ready(next, false),
+                None => {
+                    self.busy_keys.remove(&key);
+                    self.waiting.remove(&key);
+                }
+            }
         }
         commits
+    }
+
+    /// True when a job of `key` is ready, handed out or held for its retry.
+    fn key_is_active(&self, key: &str) -> bool {
+        let has_key = |p: &Pending| p.envelope.ordering_key.as_deref() == Some(key);
+        self.leased.values().any(has_key)
+            || self.held.iter().any(has_key)
+            || self.ready.values().flatten().any(has_key)
     }
 
     /// Jobs read from `lane`'s partitions and not finished: its back-pressure measure.

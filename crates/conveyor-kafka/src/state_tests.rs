@@ -179,3 +179,20 @@ fn fresh_jobs_and_retries_take_turns() {
     assert_eq!(s.commits_of(Lane::Retry), [(retry_tier, 0)]);
     assert_eq!(s.commits_of(Lane::Fresh), [(tp(0), 10)]);
 }
+
+#[test]
+fn a_key_shared_by_two_topics_goes_on_when_one_is_revoked() {
+    let mut s = State::default();
+    let other: Tp = (Arc::from("conveyor.queue.other"), 0);
+    s.assign(&[tp(0), other.clone()], Lane::Fresh);
+    s.accept(pending(0, 0, Some("k"), None), 0);
+    let mut behind = pending(0, 7, Some("k"), None);
+    behind.tp = other.clone();
+    assert_eq!(s.accept(behind, 0), Accepted::Waiting);
+    assert_eq!(ids(&s.take(10)), [0]);
+    s.revoke(&[tp(0)]);
+    let next = s.take(10);
+    assert_eq!(ids(&next), [7], "the other topic's job of the key is not dropped");
+    assert_eq!(next[0].tp, other);
+    assert_eq!(s.buffered(Lane::Fresh), 1);
+}
