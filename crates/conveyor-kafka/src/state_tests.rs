@@ -192,7 +192,11 @@ fn a_key_shared_by_two_topics_goes_on_when_one_is_revoked() {
     assert_eq!(ids(&s.take(10)), [0]);
     s.revoke(&[tp(0)]);
     let next = s.take(10);
-    assert_eq!(ids(&next), [7], "the other topic's job of the key is not dropped");
+    assert_eq!(
+        ids(&next),
+        [7],
+        "the other topic's job of the key is not dropped"
+    );
     assert_eq!(next[0].tp, other);
     assert_eq!(s.buffered(Lane::Fresh), 1);
 }

@@ -1,0 +1,109 @@
+//! The `conveyor` binary on Kafka: enqueue, a worker process, then `stats` and `dlq list` read
+//! from the broker by other processes; verbs the Kafka engine does not offer yet exit 2 and
+//! name what is missing. Uses `CONVEYOR_TEST_KAFKA` (set by scripts/test), else starts the
+//! project's broker.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn broker() -> String {
+    if let Ok(address) = std::env::var("CONVEYOR_TEST_KAFKA") {
+        return address;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/dev-broker");
+    let out = Command::new(script)
+        .args(["start", "--memory"])
+        .output()
+        .expect("run scripts/dev-broker");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().expect("address").trim().to_string()
+}
+
+fn conveyor(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .arg("--backend")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run conveyor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(url: &str, args: &[&str]) -> Value {
+    let (code, stdout, stderr) = conveyor(url, args);
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn stats_and_the_dead_letter_list_come_from_the_broker() {
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let url = format!(
+        "kafka://{}?prefix=cli{}.&group=cli{}&partitions=2&session_timeout=6s",
+        broker(),
+        &tag[24..],
+        &tag[24..]
+    );
+    for _ in 0..2 {
+        json(&url, &["enqueue", "noop", "{}", "--json"]);
+    }
+    let dead = json(
+        &url,
+        &["enqueue", "fail", "{}", "--max-attempts", "1", "--json"],
+    );
+    let stats = json(&url, &["stats", "--json"]);
+    assert_eq!(stats["queues"][0]["available"], 3, "{stats}");
+    assert_eq!(
+        stats["queues"][0]["partitions"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--backend", &url, "worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = json(&url, &["stats", "--json"]);
+        let queue = &stats["queues"][0];
+        if queue["completed"] == 2 && queue["dead"] == 1 && queue["available"] == 0 {
+            break stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts never settled: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let lags: Vec<&Value> = stats["queues"][0]["partitions"]
+        .as_array()
+        .map(|p| p.iter().map(|p| &p["lag"]).collect())
+        .unwrap_or_default();
+    assert_eq!(lags, [&Value::from(0), &Value::from(0)], "{stats}");
+
+    let letters = json(&url, &["dlq", "list", "--json"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert_eq!(letters[0]["id"], dead["id"], "{letters}");
+    assert_eq!(letters[0]["kind"], "fail");
+    let topic = letters[0]["original_topic"].as_str().unwrap_or_default();
+    assert!(topic.ends_with("queue.default"), "{letters}");
+
+    let (code, _, stderr) = conveyor(&url, &["job", dead["id"].as_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does not offer job status"), "{stderr}");
+}
