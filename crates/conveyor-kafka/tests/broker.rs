@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_conformance::{attempts, dead_error, run, test_config};
-use conveyor_core::{DeadLetterList, Engine, JobEvent, NewJob, Registry, Statistics, WorkerConfig};
+use conveyor_core::{
+    DeadLetterList, Engine, JobEvent, JobId, NewJob, Registry, Statistics, WorkerConfig,
+};
 use conveyor_kafka::envelope::header;
 use conveyor_kafka::producer::Producer;
 use conveyor_kafka::{KafkaEngine, Record};
@@ -21,6 +23,12 @@ async fn connect(partitions: i32) -> (conveyor_kafka::KafkaConfig, Arc<dyn Engin
     (config, Arc::new(engine))
 }
 
+/// Enqueues `jobs` in one batch; returns their ids in order.
+async fn enqueue_all(engine: &Arc<dyn Engine>, jobs: Vec<NewJob>) -> Vec<JobId> {
+    let enqueued = engine.enqueue_batch(jobs).await.expect("enqueue");
+    enqueued.into_iter().map(|e| e.id).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_pass_through_a_tier_and_every_finished_offset_is_committed() {
     let (_, engine) = connect(3).await;
@@ -28,13 +36,7 @@ async fn retries_pass_through_a_tier_and_every_finished_offset_is_committed() {
         .map(|i| NewJob::new("noop", json!({"i": i})))
         .collect();
     jobs.extend((0..5).map(|_| NewJob::new("fail", json!({"times": 1}))));
-    let ids: Vec<_> = engine
-        .enqueue_batch(jobs)
-        .await
-        .expect("enqueue")
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<_> = enqueue_all(&engine, jobs).await;
     let mut worker = run(
         &engine,
         Registry::with_builtins(),
@@ -86,13 +88,7 @@ async fn a_worker_resuming_inside_a_producer_batch_runs_the_rest_of_it() {
     let jobs: Vec<NewJob> = (0..300)
         .map(|n| NewJob::new("step", json!({"n": n})))
         .collect();
-    let ids: Vec<_> = engine
-        .enqueue_batch(jobs)
-        .await
-        .expect("enqueue")
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<_> = enqueue_all(&engine, jobs).await;
     // The first worker finishes jobs 0..100 and holds the next ones until it is stopped, so
     // the committed offset lands at 100, inside a batch.
     let mut first = Registry::new();
@@ -173,13 +169,7 @@ async fn fresh_jobs_flow_while_a_retry_storm_waits() {
     let healthy: Vec<NewJob> = (0..50)
         .map(|i| NewJob::new("noop", json!({"i": i})))
         .collect();
-    let healthy: Vec<_> = engine
-        .enqueue_batch(healthy)
-        .await
-        .expect("enqueue")
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let healthy: Vec<_> = enqueue_all(&engine, healthy).await;
     // The storm's retries are due in a minute; the healthy jobs must not wait for them.
     worker.until_completed(&healthy).await;
     let events = worker.stop().await;
