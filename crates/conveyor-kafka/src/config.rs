@@ -53,7 +53,8 @@ pub struct KafkaConfig {
     pub max_payload_bytes: usize,
     /// Consumer session timeout (how long a silent worker keeps its partitions).
     pub session_timeout: Duration,
-    /// Raw librdkafka properties, applied last (from `conveyor.toml`).
+    /// Raw librdkafka properties, applied last to every client (URL options `librdkafka.KEY=VALUE`,
+    /// e.g. `librdkafka.security.protocol=SSL`).
     pub client_properties: BTreeMap<String, String>,
     /// Topics that plain producers write in another shape, consumed like queues
     /// (DESIGN.md §2.1; `?ingest=TOPIC:FORMAT`, repeatable).
@@ -153,9 +154,13 @@ impl KafkaConfig {
                         _ => return Err(bad(format!("compression must be none, gzip, snappy, lz4 or zstd, not {value:?}"))),
                     }
                 }
+                _ if key.starts_with("librdkafka.") && key.len() > "librdkafka.".len() => {
+                    let property = &key["librdkafka.".len()..];
+                    config.client_properties.insert(property.to_string(), value.to_string());
+                }
                 _ => {
                     return Err(bad(format!(
-                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, ingest)"
+                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, ingest, librdkafka.PROPERTY)"
                     )))
                 }
             }
@@ -183,6 +188,20 @@ mod tests {
         let topics: Vec<&str> = i.ingest.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["job-events", "scheduler.jobs.ingest"]);
         assert!(KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:yaml").is_err());
+        let raw = KafkaConfig::from_url(
+            "kafka://127.0.0.1:9092?librdkafka.security.protocol=SSL&librdkafka.client.rack=r1",
+        )
+        .unwrap();
+        assert_eq!(
+            raw.client_properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SSL")
+        );
+        assert_eq!(
+            raw.client_properties.get("client.rack").map(String::as_str),
+            Some("r1")
+        );
     }
 
     #[test]
@@ -193,6 +212,7 @@ mod tests {
             ("kafka://127.0.0.1:9092?partitions=0", "positive"),
             ("kafka://127.0.0.1:9092?compression=brotli", "compression"),
             ("kafka://127.0.0.1:9092?colour=red", "unknown option"),
+            ("kafka://127.0.0.1:9092?librdkafka.=x", "unknown option"),
         ] {
             let err = KafkaConfig::from_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");

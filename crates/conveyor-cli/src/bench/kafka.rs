@@ -84,13 +84,18 @@ fn reader(
     partitions: i32,
     from: Offset,
 ) -> Result<BaseConsumer> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", format!("{}-raw", config.group))
         .set("enable.auto.commit", "false")
         // The same fetch wait as Conveyor's consumers, so both sides poll alike.
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
+        .set("fetch.wait.max.ms", "10");
+    // The same security settings too (`librdkafka.*` URL options).
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create()?;
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
         list.add_partition_offset(topic, p, from)?;
