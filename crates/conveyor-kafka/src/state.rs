@@ -328,3 +328,7 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "state_props.rs"]
+mod props;
