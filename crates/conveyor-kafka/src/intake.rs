@@ -185,6 +185,30 @@ pub(crate) async fn poll_loop(
         }
         next_due = shared.state().release_due(now_ms());
         shared.waker.notify_waiters();
+        let (pause, resume) = shared.state().flow(lane);
+        set_paused(consumer.as_ref(), &pause, true);
+        set_paused(consumer.as_ref(), &resume, false);
+    }
+}
+
+/// Pauses (stops fetching) or resumes partitions. A failure is logged: the partition was
+/// revoked meanwhile, or it keeps flowing and the lane's buffer limit still bounds memory.
+fn set_paused(consumer: &LaneConsumer, partitions: &[Tp], paused: bool) {
+    if partitions.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let done = if paused {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    match done {
+        Ok(()) => tracing::debug!(partitions = partitions.len(), paused, "flow control"),
+        Err(err) => tracing::warn!(error = %err, paused, "cannot pause or resume partitions"),
     }
 }
 

@@ -43,6 +43,13 @@ pub(crate) enum Accepted {
     Delayed { due_ms: i64 },
 }
 
+/// A partition with this many records read and unfinished is paused: the client stops
+/// fetching it, so a backlog in one partition cannot crowd the others out of the client's
+/// queue (a retry storm, a burst in one queue).
+pub(crate) const PAUSE_AT: usize = 512;
+/// A paused partition resumes once it is down to this many.
+pub(crate) const RESUME_AT: usize = 256;
+
 /// Which FIFO a ready job waits in.
 type ReadyKey = (Lane, String);
 
@@ -63,6 +70,8 @@ pub(crate) struct State {
     held: Vec<Pending>,
     /// Partitions the group assigned to this session, with the lane that reads them.
     assigned: HashMap<Tp, Lane>,
+    /// Assigned partitions currently paused.
+    paused: HashSet<Tp>,
 }
 
 impl State {
@@ -281,6 +290,7 @@ impl State {
             self.offsets.remove(tp);
             self.delayed.remove(tp);
             self.assigned.remove(tp);
+            self.paused.remove(tp);
         }
         // A key whose active job was revoked goes on with its next job still here (the same
         // key may be used in another topic), or is free again.
@@ -305,6 +315,27 @@ impl State {
         self.leased.values().any(has_key)
             || self.held.iter().any(has_key)
             || self.ready.values().flatten().any(has_key)
+    }
+
+    /// The partitions of `lane` to pause (too many unfinished records) and to resume (drained
+    /// enough); records them as paused or not.
+    pub fn flow(&mut self, lane: Lane) -> (Vec<Tp>, Vec<Tp>) {
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        for (tp, _) in self.assigned.iter().filter(|(_, l)| **l == lane) {
+            let in_flight = self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
+            let paused = self.paused.contains(tp);
+            if !paused && in_flight >= PAUSE_AT {
+                pause.push(tp.clone());
+            } else if paused && in_flight <= RESUME_AT {
+                resume.push(tp.clone());
+            }
+        }
+        self.paused.extend(pause.iter().cloned());
+        for tp in &resume {
+            self.paused.remove(tp);
+        }
+        (pause, resume)
     }
 
     /// Jobs read from `lane`'s partitions and not finished: its back-pressure measure.

@@ -200,3 +200,41 @@ fn a_key_shared_by_two_topics_goes_on_when_one_is_revoked() {
     assert_eq!(next[0].tp, other);
     assert_eq!(s.buffered(Lane::Fresh), 1);
 }
+
+#[test]
+fn a_partition_with_a_backlog_is_paused_until_it_drains() {
+    let mut s = State::default();
+    s.assign(&[tp(0), tp(1)], Lane::Fresh);
+    for o in 0..PAUSE_AT as i64 {
+        s.accept(pending(0, o, None, None), 0);
+    }
+    s.accept(pending(1, 0, None, None), 0);
+    assert_eq!(
+        s.flow(Lane::Fresh),
+        (vec![tp(0)], vec![]),
+        "only the full partition"
+    );
+    assert_eq!(s.flow(Lane::Fresh), (vec![], vec![]), "paused once");
+    assert_eq!(
+        s.flow(Lane::Retry),
+        (vec![], vec![]),
+        "the other lane is untouched"
+    );
+    let jobs = s.take(PAUSE_AT - RESUME_AT);
+    for job in &jobs {
+        let job = s.unlease(job.envelope.id).expect("leased");
+        s.finish(&job);
+    }
+    assert_eq!(
+        s.flow(Lane::Fresh),
+        (vec![], vec![tp(0)]),
+        "resumed once drained"
+    );
+    s.accept(pending(0, PAUSE_AT as i64, None, None), 0);
+    s.revoke(&[tp(0)]);
+    assert_eq!(
+        s.flow(Lane::Fresh),
+        (vec![], vec![]),
+        "a revoked partition is forgotten"
+    );
+}
