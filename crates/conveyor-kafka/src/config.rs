@@ -53,6 +53,10 @@ pub struct KafkaConfig {
     pub max_payload_bytes: usize,
     /// Consumer session timeout (how long a silent worker keeps its partitions).
     pub session_timeout: Duration,
+    /// A partition with this many records read and unfinished is paused (the client stops
+    /// fetching it) until it is down to half: lower keeps one backlog (a retry storm, a burst
+    /// in one queue) from delaying other partitions' jobs, higher drains a backlog faster.
+    pub pause_at: usize,
     /// Raw librdkafka properties, applied last to every client (URL options `librdkafka.KEY=VALUE`,
     /// e.g. `librdkafka.security.protocol=SSL`).
     pub client_properties: BTreeMap<String, String>,
@@ -88,6 +92,7 @@ impl KafkaConfig {
             compression: Compression::Lz4,
             max_payload_bytes: conveyor_core::DEFAULT_MAX_PAYLOAD_BYTES,
             session_timeout: Duration::from_secs(10),
+            pause_at: 1024,
             client_properties: BTreeMap::new(),
             ingest: Vec::new(),
         }
@@ -141,6 +146,7 @@ impl KafkaConfig {
                 "partitions" => config.partitions = number(value)?,
                 "replication" => config.replication = number(value)?,
                 "max_payload_bytes" => config.max_payload_bytes = number(value)? as usize,
+                "pause_at" => config.pause_at = number(value)?.max(2) as usize,
                 "session_timeout" => {
                     config.session_timeout = humantime::parse_duration(value).map_err(|e| bad(format!("session_timeout: {e}")))?
                 }
@@ -160,7 +166,7 @@ impl KafkaConfig {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, ingest, librdkafka.PROPERTY)"
+                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, pause_at, ingest, librdkafka.PROPERTY)"
                     )))
                 }
             }
@@ -184,6 +190,9 @@ mod tests {
         assert_eq!(c.partitions, 12);
         assert_eq!(c.compression, Compression::Zstd);
         assert_eq!(c.group, "conveyor-workers");
+        assert_eq!(c.pause_at, 1024);
+        let paced = KafkaConfig::from_url("kafka://127.0.0.1:9092?pause_at=256").unwrap();
+        assert_eq!(paced.pause_at, 256);
         let i = KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:event&ingest=scheduler.jobs.ingest:schedule-request").unwrap();
         let topics: Vec<&str> = i.ingest.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["job-events", "scheduler.jobs.ingest"]);

@@ -43,13 +43,6 @@ pub(crate) enum Accepted {
     Delayed { due_ms: i64 },
 }
 
-/// A partition with this many records read and unfinished is paused: the client stops
-/// fetching it, so a backlog in one partition cannot crowd the others out of the client's
-/// queue (a retry storm, a burst in one queue).
-pub(crate) const PAUSE_AT: usize = 512;
-/// A paused partition resumes once it is down to this many.
-pub(crate) const RESUME_AT: usize = 256;
-
 /// Which FIFO a ready job waits in.
 type ReadyKey = (Lane, String);
 
@@ -317,17 +310,18 @@ impl State {
             || self.ready.values().flatten().any(has_key)
     }
 
-    /// The partitions of `lane` to pause (too many unfinished records) and to resume (drained
-    /// enough); records them as paused or not.
-    pub fn flow(&mut self, lane: Lane) -> (Vec<Tp>, Vec<Tp>) {
+    /// The partitions of `lane` to pause (at least `pause_at` records read and unfinished) and
+    /// to resume (down to half that); records them as paused or not.
+    pub fn flow(&mut self, lane: Lane, pause_at: usize) -> (Vec<Tp>, Vec<Tp>) {
+        let resume_at = pause_at / 2;
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for (tp, _) in self.assigned.iter().filter(|(_, l)| **l == lane) {
             let in_flight = self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
             let paused = self.paused.contains(tp);
-            if !paused && in_flight >= PAUSE_AT {
+            if !paused && in_flight >= pause_at {
                 pause.push(tp.clone());
-            } else if paused && in_flight <= RESUME_AT {
+            } else if paused && in_flight <= resume_at {
                 resume.push(tp.clone());
             }
         }

@@ -203,6 +203,8 @@ fn a_key_shared_by_two_topics_goes_on_when_one_is_revoked() {
 
 #[test]
 fn a_partition_with_a_backlog_is_paused_until_it_drains() {
+    const PAUSE_AT: usize = 512;
+    const RESUME_AT: usize = PAUSE_AT / 2;
     let mut s = State::default();
     s.assign(&[tp(0), tp(1)], Lane::Fresh);
     for o in 0..PAUSE_AT as i64 {
@@ -210,13 +212,17 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     }
     s.accept(pending(1, 0, None, None), 0);
     assert_eq!(
-        s.flow(Lane::Fresh),
+        s.flow(Lane::Fresh, PAUSE_AT),
         (vec![tp(0)], vec![]),
         "only the full partition"
     );
-    assert_eq!(s.flow(Lane::Fresh), (vec![], vec![]), "paused once");
     assert_eq!(
-        s.flow(Lane::Retry),
+        s.flow(Lane::Fresh, PAUSE_AT),
+        (vec![], vec![]),
+        "paused once"
+    );
+    assert_eq!(
+        s.flow(Lane::Retry, PAUSE_AT),
         (vec![], vec![]),
         "the other lane is untouched"
     );
@@ -226,14 +232,14 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
         s.finish(&job);
     }
     assert_eq!(
-        s.flow(Lane::Fresh),
+        s.flow(Lane::Fresh, PAUSE_AT),
         (vec![], vec![tp(0)]),
         "resumed once drained"
     );
     s.accept(pending(0, PAUSE_AT as i64, None, None), 0);
     s.revoke(&[tp(0)]);
     assert_eq!(
-        s.flow(Lane::Fresh),
+        s.flow(Lane::Fresh, PAUSE_AT),
         (vec![], vec![]),
         "a revoked partition is forgotten"
     );
