@@ -92,7 +92,7 @@ impl KafkaConfig {
             compression: Compression::Lz4,
             max_payload_bytes: conveyor_core::DEFAULT_MAX_PAYLOAD_BYTES,
             session_timeout: Duration::from_secs(10),
-            pause_at: 1024,
+            pause_at: 512,
             client_properties: BTreeMap::new(),
             ingest: Vec::new(),
         }
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(c.partitions, 12);
         assert_eq!(c.compression, Compression::Zstd);
         assert_eq!(c.group, "conveyor-workers");
-        assert_eq!(c.pause_at, 1024);
+        assert_eq!(c.pause_at, 512);
         let paced = KafkaConfig::from_url("kafka://127.0.0.1:9092?pause_at=256").unwrap();
         assert_eq!(paced.pause_at, 256);
         let i = KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:event&ingest=scheduler.jobs.ingest:schedule-request").unwrap();

@@ -310,19 +310,36 @@ impl State {
             || self.ready.values().flatten().any(has_key)
     }
 
-    /// The partitions of `lane` to pause (at least `pause_at` records read and unfinished) and
-    /// to resume (down to half that); records them as paused or not.
+    /// The partitions of `lane` to pause and to resume; records them as paused or not.
+    ///
+    /// A partition with at least `pause_at` records read and unfinished is paused while a
+    /// partition of another topic is light (at most half that, not paused): pausing helps when
+    /// one topic's backlog (a retry storm, a burst in one queue) would crowd another topic's
+    /// records out of the client's fetch queue. One queue draining its own backlog is never
+    /// paused, because each pause costs a refetch. A paused partition resumes at half, or once
+    /// no other topic has a light partition.
     pub fn flow(&mut self, lane: Lane, pause_at: usize) -> (Vec<Tp>, Vec<Tp>) {
         let resume_at = pause_at / 2;
+        let in_flight = |tp: &Tp| self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
+        let partitions: Vec<(Tp, usize, bool)> = self
+            .assigned
+            .iter()
+            .filter(|(_, l)| **l == lane)
+            .map(|(tp, _)| (tp.clone(), in_flight(tp), self.paused.contains(tp)))
+            .collect();
+        let light_topics: HashSet<Arc<str>> = partitions
+            .iter()
+            .filter(|(_, n, paused)| !paused && *n <= resume_at)
+            .map(|(tp, _, _)| tp.0.clone())
+            .collect();
         let mut pause = Vec::new();
         let mut resume = Vec::new();
-        for (tp, _) in self.assigned.iter().filter(|(_, l)| **l == lane) {
-            let in_flight = self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
-            let paused = self.paused.contains(tp);
-            if !paused && in_flight >= pause_at {
-                pause.push(tp.clone());
-            } else if paused && in_flight <= resume_at {
-                resume.push(tp.clone());
+        for (tp, n, paused) in partitions {
+            let other_light = light_topics.iter().any(|topic| *topic != tp.0);
+            if !paused && n >= pause_at && other_light {
+                pause.push(tp);
+            } else if paused && (n <= resume_at || !other_light) {
+                resume.push(tp);
             }
         }
         self.paused.extend(pause.iter().cloned());

@@ -206,7 +206,8 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     const PAUSE_AT: usize = 512;
     const RESUME_AT: usize = PAUSE_AT / 2;
     let mut s = State::default();
-    s.assign(&[tp(0), tp(1)], Lane::Fresh);
+    let other: Tp = (Arc::from("conveyor.queue.other"), 0);
+    s.assign(&[tp(0), tp(1), other], Lane::Fresh);
     for o in 0..PAUSE_AT as i64 {
         s.accept(pending(0, o, None, None), 0);
     }
@@ -214,7 +215,7 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     assert_eq!(
         s.flow(Lane::Fresh, PAUSE_AT),
         (vec![tp(0)], vec![]),
-        "only the full partition"
+        "only the full partition, while another topic is light"
     );
     assert_eq!(
         s.flow(Lane::Fresh, PAUSE_AT),
@@ -242,5 +243,20 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
         s.flow(Lane::Fresh, PAUSE_AT),
         (vec![], vec![]),
         "a revoked partition is forgotten"
+    );
+}
+
+#[test]
+fn one_queue_draining_its_backlog_is_never_paused() {
+    const PAUSE_AT: usize = 4;
+    let mut s = State::default();
+    s.assign(&[tp(0), tp(1)], Lane::Fresh);
+    for o in 0..PAUSE_AT as i64 {
+        s.accept(pending(0, o, None, None), 0);
+    }
+    assert_eq!(
+        s.flow(Lane::Fresh, PAUSE_AT),
+        (vec![], vec![]),
+        "its other partition is light, but pausing would only cost refetches"
     );
 }
