@@ -185,7 +185,7 @@ pub(crate) async fn poll_loop(
         }
         next_due = shared.state().release_due(now_ms());
         shared.waker.notify_waiters();
-        let (pause, resume) = shared.state().flow(lane, shared.config.pause_at);
+        let (pause, resume) = shared.state().flow(lane, shared.config.pause_at, now_ms());
         set_paused(consumer.as_ref(), &pause, true);
         set_paused(consumer.as_ref(), &resume, false);
     }

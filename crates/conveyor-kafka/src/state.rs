@@ -65,7 +65,14 @@ pub(crate) struct State {
     assigned: HashMap<Tp, Lane>,
     /// Assigned partitions currently paused.
     paused: HashSet<Tp>,
+    /// When each partition last gave a record (ms): only partitions with recent records are
+    /// worth protecting by pausing others.
+    last_read: HashMap<Tp, i64>,
 }
+
+/// A partition that gave no record for this long does not make others pause: an idle queue
+/// must not slow a busy one down.
+const ACTIVE_MS: i64 = 30_000;
 
 impl State {
     /// True when the partition is currently assigned to this session.
@@ -85,6 +92,7 @@ impl State {
 
     /// Takes in a record's job.
     pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
+        self.last_read.insert(pending.tp.clone(), now_ms);
         self.offsets
             .entry(pending.tp.clone())
             .or_default()
@@ -284,6 +292,7 @@ impl State {
             self.delayed.remove(tp);
             self.assigned.remove(tp);
             self.paused.remove(tp);
+            self.last_read.remove(tp);
         }
         // A key whose active job was revoked goes on with its next job still here (the same
         // key may be used in another topic), or is free again.
@@ -313,12 +322,13 @@ impl State {
     /// The partitions of `lane` to pause and to resume; records them as paused or not.
     ///
     /// A partition with at least `pause_at` records read and unfinished is paused while a
-    /// partition of another topic is light (at most half that, not paused): pausing helps when
+    /// partition of another topic is light (at most half that, not paused, and it gave a record
+    /// in the last [`ACTIVE_MS`] before `now_ms`): pausing helps when
     /// one topic's backlog (a retry storm, a burst in one queue) would crowd another topic's
     /// records out of the client's fetch queue. One queue draining its own backlog is never
     /// paused, because each pause costs a refetch. A paused partition resumes at half, or once
     /// no other topic has a light partition.
-    pub fn flow(&mut self, lane: Lane, pause_at: usize) -> (Vec<Tp>, Vec<Tp>) {
+    pub fn flow(&mut self, lane: Lane, pause_at: usize, now_ms: i64) -> (Vec<Tp>, Vec<Tp>) {
         let resume_at = pause_at / 2;
         let in_flight = |tp: &Tp| self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
         let partitions: Vec<(Tp, usize, bool)> = self
@@ -327,9 +337,14 @@ impl State {
             .filter(|(_, l)| **l == lane)
             .map(|(tp, _)| (tp.clone(), in_flight(tp), self.paused.contains(tp)))
             .collect();
+        let active = |tp: &Tp| {
+            self.last_read
+                .get(tp)
+                .is_some_and(|at| *at >= now_ms - ACTIVE_MS)
+        };
         let light_topics: HashSet<Arc<str>> = partitions
             .iter()
-            .filter(|(_, n, paused)| !paused && *n <= resume_at)
+            .filter(|(tp, n, paused)| !paused && *n <= resume_at && active(tp))
             .map(|(tp, _, _)| tp.0.clone())
             .collect();
         let mut pause = Vec::new();
@@ -345,6 +360,7 @@ impl State {
         self.paused.extend(pause.iter().cloned());
         for tp in &resume {
             self.paused.remove(tp);
+            self.last_read.remove(tp);
         }
         (pause, resume)
     }

@@ -207,23 +207,31 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     const RESUME_AT: usize = PAUSE_AT / 2;
     let mut s = State::default();
     let other: Tp = (Arc::from("conveyor.queue.other"), 0);
-    s.assign(&[tp(0), tp(1), other], Lane::Fresh);
+    s.assign(&[tp(0), tp(1), other.clone()], Lane::Fresh);
     for o in 0..PAUSE_AT as i64 {
         s.accept(pending(0, o, None, None), 0);
     }
     s.accept(pending(1, 0, None, None), 0);
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT),
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        (vec![], vec![]),
+        "the other topic gave no record: nothing to protect"
+    );
+    let mut light = pending(0, 0, None, None);
+    light.tp = other;
+    s.accept(light, 0);
+    assert_eq!(
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
         (vec![tp(0)], vec![]),
         "only the full partition, while another topic is light"
     );
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT),
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
         (vec![], vec![]),
         "paused once"
     );
     assert_eq!(
-        s.flow(Lane::Retry, PAUSE_AT),
+        s.flow(Lane::Retry, PAUSE_AT, 0),
         (vec![], vec![]),
         "the other lane is untouched"
     );
@@ -233,14 +241,14 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
         s.finish(&job);
     }
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT),
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
         (vec![], vec![tp(0)]),
         "resumed once drained"
     );
     s.accept(pending(0, PAUSE_AT as i64, None, None), 0);
     s.revoke(&[tp(0)]);
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT),
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
         (vec![], vec![]),
         "a revoked partition is forgotten"
     );
@@ -255,7 +263,7 @@ fn one_queue_draining_its_backlog_is_never_paused() {
         s.accept(pending(0, o, None, None), 0);
     }
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT),
+        s.flow(Lane::Fresh, PAUSE_AT, 0),
         (vec![], vec![]),
         "its other partition is light, but pausing would only cost refetches"
     );
