@@ -25,9 +25,7 @@ impl KafkaEngine {
     pub async fn connect(config: KafkaConfig) -> Result<Self, Error> {
         let producer = Arc::new(Producer::new(&config)?);
         let layout = &config.topics;
-        let mut shared: Vec<String> = (0..layout.retry_tiers.len())
-            .filter_map(|t| layout.retry(t))
-            .collect();
+        let mut shared = layout.retry_topics();
         shared.push(layout.dead());
         shared.push(layout.status());
         producer.ensure_topics(&shared).await?;
@@ -99,9 +97,7 @@ impl KafkaEngine {
         let ingest: Vec<String> = self.config.ingest.iter().map(|i| i.topic.clone()).collect();
         self.producer.ensure_topics(&ingest).await?;
         fresh.extend(ingest);
-        let retry = (0..layout.retry_tiers.len())
-            .filter_map(|t| layout.retry(t))
-            .collect();
+        let retry = layout.retry_topics();
         let session = Arc::new(Session::start(
             &self.config,
             self.producer.clone(),

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use conveyor_core::{
     DeadLetter, DeadLetterList, JobInfo, JobState, PartitionLag, QueueStats, Statistics, Stats,
 };
@@ -50,8 +51,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The queue whose jobs `topic` carries: `{prefix}queue.{q}`, or an ingest topic's queue.
 fn queue_of_topic(config: &KafkaConfig, topic: &str) -> Option<String> {
-    let queues = format!("{}queue.", config.topics.prefix);
-    if let Some(queue) = topic.strip_prefix(&queues) {
+    if let Some(queue) = config.topics.queue_of(topic) {
         return Some(queue.to_string());
     }
     config
@@ -73,9 +73,7 @@ fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
 fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
     let scanner = Scanner::new(config, &config.group)?;
     let layout = &config.topics;
-    let retry_names: Vec<String> = (0..layout.retry_tiers.len())
-        .filter_map(|t| layout.retry(t))
-        .collect();
+    let retry_names = layout.retry_topics();
     let dead_name = layout.dead();
     let (retry_topics, topics): (Vec<_>, Vec<_>) = scanner
         .topics()?
@@ -211,6 +209,7 @@ pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
     let origin_partition = number(header::ORIGINAL_PARTITION).and_then(|p| i32::try_from(p).ok());
     let origin_offset = number(header::ORIGINAL_OFFSET);
     let errored_at = number(header::ERROR_TIMESTAMP).map(JobInfo::time);
+    let last_error = text(header::ERROR_MESSAGE).map(str::to_string);
     let queue = queue_of_record(config, record);
     let job = match Envelope::from_record(record, &queue) {
         Ok(e) => JobInfo {
@@ -224,7 +223,7 @@ pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
             run_at: JobInfo::time(e.not_before.unwrap_or(e.enqueued_at)),
             created_at: JobInfo::time(e.enqueued_at),
             finished_at: errored_at,
-            last_error: text(header::ERROR_MESSAGE).map(str::to_string),
+            last_error,
             errored_at,
             progress: None,
             payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
@@ -232,13 +231,20 @@ pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
             ordering_key: e.ordering_key,
             cancel_requested: false,
         },
-        Err(_) => poison_info(
-            record,
-            queue,
-            &origin_topic,
-            origin_partition,
-            origin_offset,
-        ),
+        Err(_) => {
+            let origin = format!(
+                "{}/{}/{}",
+                origin_topic.as_deref().unwrap_or("?"),
+                origin_partition.unwrap_or(-1),
+                origin_offset.unwrap_or(-1)
+            );
+            JobInfo {
+                last_error,
+                errored_at,
+                finished_at: errored_at,
+                ..poison_info(record, queue, &origin, errored_at.unwrap_or_default())
+            }
+        }
     };
     DeadLetter {
         original_queue: job.queue.clone(),
@@ -249,33 +255,19 @@ pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
     }
 }
 
-/// What can be said of a record that is not a job: an id derived from where it was read.
-fn poison_info(
-    record: &Record,
-    queue: String,
-    topic: &Option<String>,
-    partition: Option<i32>,
-    offset: Option<i64>,
-) -> JobInfo {
+/// What can be said of a record that is not a job, read from `origin` (topic/partition/offset)
+/// and dead-lettered `at`: an id derived from its origin, its kind if a header names one, its
+/// value as JSON (or as text). The caller adds the error.
+fn poison_info(record: &Record, queue: String, origin: &str, at: DateTime<Utc>) -> JobInfo {
     let text = |name| record.header(name).and_then(Result::ok);
-    let origin = format!(
-        "{}/{}/{}",
-        topic.as_deref().unwrap_or("?"),
-        partition.unwrap_or(-1),
-        offset.unwrap_or(-1)
-    );
-    let errored_at = text(header::ERROR_TIMESTAMP)
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(JobInfo::time);
     let payload = match payload_text(record) {
         Ok(json) => serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
         Err(_) => serde_json::Value::String(
             String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned(),
         ),
     };
-    let at = errored_at.unwrap_or_default();
     JobInfo {
-        id: crate::ingest::job_id(text(header::ID).unwrap_or(&origin)),
+        id: crate::ingest::job_id(text(header::ID).unwrap_or(origin)),
         kind: text(header::KIND).unwrap_or("unknown").to_string(),
         queue,
         state: JobState::Dead,
@@ -284,9 +276,9 @@ fn poison_info(
         priority: 0,
         run_at: at,
         created_at: at,
-        finished_at: errored_at,
-        last_error: text(header::ERROR_MESSAGE).map(str::to_string),
-        errored_at,
+        finished_at: None,
+        last_error: None,
+        errored_at: None,
         progress: None,
         payload,
         idempotency_key: None,

@@ -323,8 +323,9 @@ pub fn record_of<M: Message>(message: &M) -> Record {
 }
 
 fn queue_of(config: &KafkaConfig, topic: &str) -> String {
-    topic
-        .strip_prefix(&format!("{}queue.", config.topics.prefix))
+    config
+        .topics
+        .queue_of(topic)
         .unwrap_or(conveyor_core::DEFAULT_QUEUE)
         .to_string()
 }

@@ -31,6 +31,21 @@ impl TopicLayout {
         format!("{}queue.{queue}", self.prefix)
     }
 
+    /// The queue a queue topic carries: `mail` for `{prefix}queue.mail`; `None` for any other
+    /// topic.
+    pub fn queue_of<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix("queue."))
+    }
+
+    /// Every retry tier's topic, shortest delay first.
+    pub fn retry_topics(&self) -> Vec<String> {
+        (0..self.retry_tiers.len())
+            .filter_map(|t| self.retry(t))
+            .collect()
+    }
+
     /// The topic of retry tier `tier` (0-based): `{prefix}retry.{delay}`, e.g. `conveyor.retry.10s`.
     pub fn retry(&self, tier: usize) -> Option<String> {
         self.retry_tiers
@@ -73,6 +88,11 @@ mod tests {
             ..TopicLayout::default()
         };
         assert_eq!(layout.queue("mail"), "acme.jobs.queue.mail");
+        assert_eq!(layout.queue_of("acme.jobs.queue.mail"), Some("mail"));
+        assert_eq!(layout.queue_of("acme.jobs.retry.1s"), None);
+        assert_eq!(layout.queue_of("other.queue.mail"), None);
+        assert_eq!(layout.retry_topics().len(), 4);
+        assert_eq!(layout.retry_topics()[0], "acme.jobs.retry.1s");
         assert_eq!(layout.retry(1).as_deref(), Some("acme.jobs.retry.10s"));
         assert_eq!(layout.retry(9), None);
         assert_eq!(layout.scheduled(), "acme.jobs.scheduled");
