@@ -331,6 +331,15 @@ impl State {
     pub fn flow(&mut self, lane: Lane, pause_at: usize, now_ms: i64) -> (Vec<Tp>, Vec<Tp>) {
         let resume_at = pause_at / 2;
         let in_flight = |tp: &Tp| self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
+        // Called after every record: nothing to decide (and nothing to allocate) unless a
+        // partition is paused or full.
+        let deciding = self
+            .assigned
+            .iter()
+            .any(|(tp, l)| *l == lane && (self.paused.contains(tp) || in_flight(tp) >= pause_at));
+        if !deciding {
+            return (Vec::new(), Vec::new());
+        }
         let partitions: Vec<(Tp, usize, bool)> = self
             .assigned
             .iter()
