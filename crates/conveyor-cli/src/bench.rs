@@ -173,18 +173,63 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 async fn enqueue_noops(engine: &Arc<dyn Engine>, jobs: usize) -> Result<f64> {
     let bar = progress(jobs, "enqueue");
     let started = Instant::now();
+    enqueue_in_batches(
+        engine,
+        jobs,
+        || NewJob::new("noop", serde_json::json!({})),
+        &bar,
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Enqueues `jobs` jobs made by `job`, 1000 per batch, advancing `bar`.
+async fn enqueue_in_batches(
+    engine: &Arc<dyn Engine>,
+    jobs: usize,
+    job: impl Fn() -> NewJob,
+    bar: &ProgressBar,
+) -> Result<()> {
     let mut left = jobs;
     while left > 0 {
         let n = left.min(1000);
-        let batch = (0..n)
-            .map(|_| NewJob::new("noop", serde_json::json!({})))
-            .collect();
-        engine.enqueue_batch(batch).await?;
+        engine
+            .enqueue_batch((0..n).map(|_| job()).collect())
+            .await?;
         left -= n;
         bar.inc(n as u64);
     }
-    bar.finish_and_clear();
-    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+    Ok(())
+}
+
+/// A worker running in the background until [`Background::stop`].
+struct Background {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<conveyor::Result<()>>,
+}
+
+impl Background {
+    /// Starts a worker of `concurrency` on `engine`.
+    fn start(engine: &Arc<dyn Engine>, registry: Registry, concurrency: usize) -> Self {
+        let config = WorkerConfig {
+            concurrency,
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(engine.clone(), registry, config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        Background { stop, task }
+    }
+
+    /// Asks the worker to stop and waits until it stored its last outcome.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
 }
 
 /// Drains `jobs` no-op jobs with one worker; returns the seconds until the worker stored the
@@ -235,18 +280,7 @@ async fn round_trips(engine: &Arc<dyn Engine>, jobs: usize) -> Result<(Vec<f64>,
         let _ = started_tx.send(Instant::now());
         async { Outcome::Complete }
     }));
-    let worker = Worker::new(
-        engine.clone(),
-        registry,
-        WorkerConfig {
-            concurrency: 4,
-            ..WorkerConfig::default()
-        },
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let worker = Background::start(engine, registry, 4);
     // The first job also waits for the worker to join (a Kafka group join takes seconds).
     engine
         .enqueue(NewJob::new("bench_latency", serde_json::json!({})))
@@ -271,8 +305,7 @@ async fn round_trips(engine: &Arc<dyn Engine>, jobs: usize) -> Result<(Vec<f64>,
     }
     let seconds = all.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let _ = stop_tx.send(());
-    running.await??;
+    worker.stop().await?;
     samples.sort_by(f64::total_cmp);
     Ok((samples, seconds))
 }

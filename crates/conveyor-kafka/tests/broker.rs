@@ -23,6 +23,15 @@ async fn connect(partitions: i32) -> (conveyor_kafka::KafkaConfig, Arc<dyn Engin
     (config, Arc::new(engine))
 }
 
+/// Ids of the jobs that started at least once.
+fn started(events: &[JobEvent]) -> HashSet<JobId> {
+    events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Started { .. }))
+        .map(JobEvent::id)
+        .collect()
+}
+
 /// Enqueues `jobs` in one batch; returns their ids in order.
 async fn enqueue_all(engine: &Arc<dyn Engine>, jobs: Vec<NewJob>) -> Vec<JobId> {
     let enqueued = engine.enqueue_batch(jobs).await.expect("enqueue");
@@ -66,11 +75,7 @@ async fn retries_pass_through_a_tier_and_every_finished_offset_is_committed() {
     let mut again = run(&engine, Registry::with_builtins(), test_config());
     again.until_completed(&[marker]).await;
     let events = again.stop().await;
-    let started: HashSet<_> = events
-        .iter()
-        .filter(|e| matches!(e, JobEvent::Started { .. }))
-        .map(JobEvent::id)
-        .collect();
+    let started = started(&events);
     assert_eq!(
         started,
         HashSet::from([marker]),
@@ -117,11 +122,7 @@ async fn a_worker_resuming_inside_a_producer_batch_runs_the_rest_of_it() {
     let mut worker = run(&engine, second, test_config());
     worker.until_completed(&ids[100..]).await;
     let events = worker.stop().await;
-    let started: HashSet<_> = events
-        .iter()
-        .filter(|e| matches!(e, JobEvent::Started { .. }))
-        .map(JobEvent::id)
-        .collect();
+    let started = started(&events);
     assert_eq!(
         started,
         ids[100..].iter().copied().collect(),

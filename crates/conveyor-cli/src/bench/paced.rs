@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use conveyor::{handler_fn, Backoff, Engine, NewJob, Outcome, Registry, Worker, WorkerConfig};
+use conveyor::{handler_fn, Backoff, Engine, NewJob, Outcome, Registry};
+use indicatif::ProgressBar;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::progress;
+use super::{enqueue_in_batches, progress, Background};
 
 /// A paced stream: how many jobs, how fast.
 #[derive(Debug, Clone, Copy)]
@@ -98,19 +99,13 @@ pub async fn run(
         };
         async move { outcome }
     }));
-    enqueue_storm(engine, storm).await?;
-    let worker = Worker::new(
-        engine.clone(),
-        registry,
-        WorkerConfig {
-            concurrency,
-            ..WorkerConfig::default()
-        },
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let storm_job = || {
+        NewJob::new("bench_storm", serde_json::json!({}))
+            .queue(STORM_QUEUE)
+            .backoff(storm_backoff())
+    };
+    enqueue_in_batches(engine, storm, storm_job, &ProgressBar::hidden()).await?;
+    let worker = Background::start(engine, registry, concurrency);
     let worker_started = Instant::now();
     warm_up(engine, &mut started_rx).await?;
     let start = Instant::now();
@@ -148,8 +143,7 @@ pub async fn run(
         sender.await??;
     }
     let storm = wait_for_storm(&mut storm_rx, storm, worker_started).await?;
-    let _ = stop_tx.send(());
-    running.await??;
+    worker.stop().await?;
     samples.sort_by(f64::total_cmp);
     let mut acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|e| e.into_inner()));
     acks.sort_by(f64::total_cmp);
@@ -159,23 +153,6 @@ pub async fn run(
         seconds: last.duration_since(start).as_secs_f64(),
         storm,
     })
-}
-
-async fn enqueue_storm(engine: &Arc<dyn Engine>, storm: usize) -> Result<()> {
-    let mut left = storm;
-    while left > 0 {
-        let n = left.min(1000);
-        let batch = (0..n)
-            .map(|_| {
-                NewJob::new("bench_storm", serde_json::json!({}))
-                    .queue(STORM_QUEUE)
-                    .backoff(storm_backoff())
-            })
-            .collect();
-        engine.enqueue_batch(batch).await?;
-        left -= n;
-    }
-    Ok(())
 }
 
 /// One job through before timing starts: a Kafka worker first joins its group.
