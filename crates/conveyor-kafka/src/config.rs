@@ -81,6 +81,13 @@ impl KafkaConfig {
         format!("{}.retry", self.group)
     }
 
+    /// The consumer group that reads the high-priority queue topics: `{group}.high`. They have
+    /// a consumer of their own so a backlog of ordinary jobs, already fetched by the client,
+    /// never sits ahead of an urgent one.
+    pub fn urgent_group(&self) -> String {
+        format!("{}.high", self.group)
+    }
+
     /// Defaults for the bootstrap list `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaConfig {

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::producer::Producer;
 use crate::session::{Session, Subscription};
-use crate::{Envelope, Error, KafkaConfig, Record};
+use crate::{Envelope, Error, KafkaConfig, Level, Record};
 
 /// Jobs on a Kafka-protocol broker: enqueue produces, workers consume through a group.
 pub struct KafkaEngine {
@@ -54,16 +54,20 @@ impl KafkaEngine {
         Ok(Envelope::from_new_job(job, payload, now))
     }
 
+    /// The topic of a job: its queue's topic at its priority level.
+    fn topic_of(&self, envelope: &Envelope) -> String {
+        self.config
+            .topics
+            .queue_at(&envelope.queue, Level::of(envelope.priority))
+    }
+
     async fn produce(&self, envelopes: Vec<Envelope>) -> conveyor_core::Result<Vec<Enqueued>> {
-        let mut topics: Vec<String> = envelopes
-            .iter()
-            .map(|e| self.config.topics.queue(&e.queue))
-            .collect();
+        let mut topics: Vec<String> = envelopes.iter().map(|e| self.topic_of(e)).collect();
         topics.sort_unstable();
         topics.dedup();
         self.producer.ensure_topics(&topics).await?;
         let sends = envelopes.iter().map(|e| {
-            let topic = self.config.topics.queue(&e.queue);
+            let topic = self.topic_of(e);
             let record = e.to_record();
             async move { self.producer.send(&topic, &record).await }
         });
@@ -87,38 +91,41 @@ impl KafkaEngine {
             return Ok(session.clone());
         }
         let layout = &self.config.topics;
+        // Every queue (`*`) or the worker's list. Each listed queue's normal topic is created
+        // up front, so the worker finds it at once; other levels' topics are matched by
+        // pattern whenever a producer creates them.
+        let pattern = |level: Level| match fetch.queues.as_slice() {
+            [] => vec![layout.queue_pattern(level)],
+            queues => queues
+                .iter()
+                .map(|q| layout.queue_pattern_of(q, level))
+                .collect(),
+        };
         let mut fresh: Vec<String> = if fetch.queues.is_empty() {
-            vec![format!("^{}queue\\..+", regex_escape(&layout.prefix))]
+            pattern(Level::Normal)
         } else {
             let queues: Vec<String> = fetch.queues.iter().map(|q| layout.queue(q)).collect();
             self.producer.ensure_topics(&queues).await?;
             queues
         };
+        fresh.extend(pattern(Level::Low));
         let ingest: Vec<String> = self.config.ingest.iter().map(|i| i.topic.clone()).collect();
         self.producer.ensure_topics(&ingest).await?;
         fresh.extend(ingest);
-        let retry = layout.retry_topics();
+        let subscription = Subscription {
+            fresh,
+            retry: layout.retry_topics(),
+            urgent: pattern(Level::High),
+        };
         let session = Arc::new(Session::start(
             &self.config,
             self.producer.clone(),
             self.waker.clone(),
-            &Subscription { fresh, retry },
+            &subscription,
         )?);
         sessions.insert(fetch.owner.clone(), session.clone());
         Ok(session)
     }
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                vec![c]
-            } else {
-                vec!['\\', c]
-            }
-        })
-        .collect()
 }
 
 #[async_trait]

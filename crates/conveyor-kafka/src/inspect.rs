@@ -21,7 +21,7 @@ use conveyor_core::{
 
 use crate::envelope::{header, payload_text};
 use crate::scan::{PartitionOffsets, Scanner};
-use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Record};
+use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level, Record};
 
 #[async_trait]
 impl Statistics for KafkaEngine {
@@ -82,9 +82,13 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
             queue_of_topic(config, t).is_some() || retry_names.contains(t) || *t == dead_name
         })
         .partition(|(t, _)| retry_names.contains(t));
+    let (urgent_topics, topics): (Vec<_>, Vec<_>) = topics
+        .into_iter()
+        .partition(|(t, _)| matches!(layout.level_of(t), Some((_, Level::High))));
     let mut offsets = scanner.offsets(&topics)?;
-    // The retry tiers are read by a group of their own.
+    // The retry tiers and the high-priority topics are read by groups of their own.
     offsets.extend(Scanner::new(config, &config.retry_group())?.offsets(&retry_topics)?);
+    offsets.extend(Scanner::new(config, &config.urgent_group())?.offsets(&urgent_topics)?);
     let mut retrying: HashMap<String, u64> = HashMap::new();
     let pending_retries = ranges(
         &offsets,

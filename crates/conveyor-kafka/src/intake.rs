@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Lane, Pending, State, Tp};
-use crate::{Envelope, Error, KafkaConfig, Record};
+use crate::{Envelope, Error, KafkaConfig, Level, Record};
 
 /// Most records one lane holds read and not finished: beyond it the lane stops taking records
 /// from the client until workers catch up (back-pressure that bounds memory by this, not the
@@ -28,8 +28,8 @@ pub(crate) struct Shared {
     pub config: KafkaConfig,
     /// Wakes the worker when jobs become ready.
     pub waker: Arc<Notify>,
-    /// Wakes each lane's poll loop: buffer room, or a new due time (fresh, retry).
-    timers: [Notify; 2],
+    /// Wakes each lane's poll loop (indexed by [`Lane`]): buffer room, or a new due time.
+    timers: [Notify; Lane::ALL.len()],
 }
 
 impl Shared {
@@ -39,7 +39,7 @@ impl Shared {
             producer,
             config: config.clone(),
             waker,
-            timers: [Notify::new(), Notify::new()],
+            timers: std::array::from_fn(|_| Notify::new()),
         }
     }
 
@@ -234,7 +234,7 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         None => Envelope::from_record(&record, &queue),
     };
     let envelope = match decoded {
-        Ok(envelope) => envelope,
+        Ok(envelope) => at_level_of(&shared.config, message.topic(), envelope),
         Err(err) => {
             dead_letter_poison(shared, &tp, offset, record, &err).await;
             shared.state().skip(&tp, offset);
@@ -320,6 +320,17 @@ pub fn record_of<M: Message>(message: &M) -> Record {
         value: message.payload().map(<[u8]>::to_vec),
         headers,
     }
+}
+
+/// A job read from a priority level's topic has a priority of that level, also when a plain
+/// producer wrote it there without a `conveyor-priority` header.
+fn at_level_of(config: &KafkaConfig, topic: &str, mut envelope: Envelope) -> Envelope {
+    if let Some((_, level)) = config.topics.level_of(topic) {
+        if Level::of(envelope.priority) != level {
+            envelope.priority = level.priority();
+        }
+    }
+    envelope
 }
 
 fn queue_of(config: &KafkaConfig, topic: &str) -> String {

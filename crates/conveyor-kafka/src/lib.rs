@@ -24,4 +24,4 @@ pub use envelope::{Envelope, Headers, Record};
 pub use error::Error;
 pub use ingest::{Format, IngestDecoder, Zone};
 pub use intake::record_of;
-pub use topics::TopicLayout;
+pub use topics::{Level, TopicLayout};

@@ -1,5 +1,6 @@
-//! One worker's consumer session: reads its queue topics (fresh lane) and the retry tiers
-//! (retry lane, a group of its own) through the consumer group, hands jobs to the worker,
+//! One worker's consumer session: reads its queue topics (fresh lane), their high-priority
+//! topics (urgent lane) and the retry tiers (retry lane), each lane in a group of its own,
+//! hands jobs to the worker,
 //! stores outcomes (retry tier, dead letter, or done) and commits the lowest unfinished offset
 //! of each partition.
 
@@ -21,12 +22,14 @@ use crate::{Error, KafkaConfig};
 /// always commit everything finished).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The topics a session reads, per lane.
+/// The topics a session reads, per lane (a name starting with `^` is a pattern).
 pub(crate) struct Subscription {
-    /// Queue and ingest topics (a name starting with `^` is a pattern).
+    /// Queue topics of normal and low priority, and ingest topics.
     pub fresh: Vec<String>,
     /// Retry tier topics.
     pub retry: Vec<String>,
+    /// Queue topics of high priority.
+    pub urgent: Vec<String>,
 }
 
 /// A running consumer session.
@@ -47,12 +50,16 @@ impl Session {
         topics: &Subscription,
     ) -> Result<Self, Error> {
         let shared = Arc::new(Shared::new(config, producer, waker));
-        let fresh = subscribe(&shared, Lane::Fresh, &config.group, &topics.fresh)?;
-        let mut lanes = vec![(Lane::Fresh, Arc::new(fresh))];
-        // A layout without retry tiers (every retry dead-letters) has no retry lane.
-        if !topics.retry.is_empty() {
-            let retry = subscribe(&shared, Lane::Retry, &config.retry_group(), &topics.retry)?;
-            lanes.push((Lane::Retry, Arc::new(retry)));
+        let groups = [
+            (Lane::Fresh, config.group.clone(), &topics.fresh),
+            (Lane::Urgent, config.urgent_group(), &topics.urgent),
+            (Lane::Retry, config.retry_group(), &topics.retry),
+        ];
+        let mut lanes = Vec::new();
+        // A lane with nothing to read has no consumer (a layout without retry tiers, where
+        // every retry dead-letters, has no retry lane).
+        for (lane, group, topics) in groups.into_iter().filter(|g| !g.2.is_empty()) {
+            lanes.push((lane, Arc::new(subscribe(&shared, lane, &group, topics)?)));
         }
         let (stop, stopped) = watch::channel(false);
         let pollers = lanes

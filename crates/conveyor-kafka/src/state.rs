@@ -13,15 +13,23 @@ use crate::Envelope;
 /// A topic and partition.
 pub(crate) type Tp = (Arc<str>, i32);
 
-/// Which consumer of a session reads a partition. Retry tiers have a consumer (and a buffer)
-/// of their own, so a retry storm waiting for its time never holds back fresh jobs.
+/// Which consumer of a session reads a partition. Retry tiers and high-priority topics have a
+/// consumer (and a buffer) of their own, so neither a retry storm waiting for its time nor a
+/// backlog of ordinary jobs ever sits ahead of them in a client's fetch queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub(crate) enum Lane {
-    /// Queue and ingest topics.
+    /// Queue topics of normal and low priority, and ingest topics.
     #[default]
     Fresh,
     /// Retry tier topics.
     Retry,
+    /// Queue topics of high priority.
+    Urgent,
+}
+
+impl Lane {
+    /// Every lane.
+    pub const ALL: [Lane; 3] = [Lane::Fresh, Lane::Retry, Lane::Urgent];
 }
 
 /// A record's job, with where it was read from.
@@ -43,13 +51,14 @@ pub(crate) enum Accepted {
     Delayed { due_ms: i64 },
 }
 
-/// Which FIFO a ready job waits in.
-type ReadyKey = (Lane, String);
+/// Which FIFO a ready job waits in: its priority, lane and queue.
+type ReadyKey = (i32, Lane, String);
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// Ready jobs, one FIFO per lane and queue, so a burst in one queue (or a retry storm)
-    /// cannot hold back the jobs of another: they are served in turns.
+    /// Ready jobs, one FIFO per priority, lane and queue: the highest priority goes first, and
+    /// FIFOs of one priority are served in turns, so a burst in one queue (or a retry storm)
+    /// cannot hold back the jobs of another.
     ready: HashMap<ReadyKey, VecDeque<Pending>>,
     /// The keys of `ready` that have jobs, in serving order.
     turns: VecDeque<ReadyKey>,
@@ -131,9 +140,14 @@ impl State {
         Accepted::Ready
     }
 
-    /// Queues a ready job in its lane and queue's FIFO (at the front: it goes next there).
+    /// Queues a ready job in its priority, lane and queue's FIFO (at the front: it goes next
+    /// there).
     fn push_ready(&mut self, pending: Pending, front: bool) {
-        let key = (self.lane(&pending.tp), pending.envelope.queue.clone());
+        let key = (
+            pending.envelope.priority,
+            self.lane(&pending.tp),
+            pending.envelope.queue.clone(),
+        );
         let fifo = self.ready.entry(key.clone()).or_default();
         if fifo.is_empty() {
             self.turns.push_back(key);
@@ -179,11 +193,12 @@ impl State {
         next
     }
 
-    /// Hands out up to `limit` ready jobs, one per lane and queue in turn.
+    /// Hands out up to `limit` ready jobs: highest priority first, and within a priority one
+    /// per lane and queue in turn.
     pub fn take(&mut self, limit: usize) -> Vec<Pending> {
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some(key) = self.turns.pop_front() else {
+            let Some(key) = self.next_turn() else {
                 break;
             };
             let Some(fifo) = self.ready.get_mut(&key) else {
@@ -202,6 +217,13 @@ impl State {
             out.push(pending);
         }
         out
+    }
+
+    /// The next FIFO to serve: the first in turn among those of the highest priority.
+    fn next_turn(&mut self) -> Option<ReadyKey> {
+        let best = self.turns.iter().map(|key| key.0).max()?;
+        let at = self.turns.iter().position(|key| key.0 == best)?;
+        self.turns.remove(at)
     }
 
     /// The lease of a handed-out job, removed (None when unknown, e.g. revoked meanwhile).

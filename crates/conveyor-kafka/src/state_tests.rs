@@ -268,3 +268,25 @@ fn one_queue_draining_its_backlog_is_never_paused() {
         "its other partition is light, but pausing would only cost refetches"
     );
 }
+
+#[test]
+fn ready_jobs_go_out_highest_priority_first_and_in_turns_within_one() {
+    let mut s = State::default();
+    let with_priority = |offset: i64, priority: i32| {
+        let mut p = pending(0, offset, None, None);
+        p.envelope.priority = priority;
+        p
+    };
+    for (offset, priority) in [(0, 0), (1, -10), (2, 0), (3, 10), (4, 5), (5, 10)] {
+        assert_eq!(
+            s.accept(with_priority(offset, priority), 0),
+            Accepted::Ready
+        );
+    }
+    assert_eq!(
+        ids(&s.take(1)),
+        [3],
+        "the first job of the highest priority"
+    );
+    assert_eq!(ids(&s.take(10)), [5, 4, 0, 2, 1]);
+}

@@ -25,18 +25,88 @@ impl Default for TopicLayout {
     }
 }
 
-impl TopicLayout {
-    /// The topic of a queue: `{prefix}queue.{queue}`.
-    pub fn queue(&self, queue: &str) -> String {
-        format!("{}queue.{queue}", self.prefix)
+/// A priority level. Each level of a queue has a topic of its own, so a backlog of one level
+/// never sits in a partition (or a client's fetch queue) ahead of a more urgent job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// Priority below 0 (the seeds' `low`, -10).
+    Low,
+    /// Priority 0, the default.
+    Normal,
+    /// Priority above 0 (the seeds' `high`, 10).
+    High,
+}
+
+impl Level {
+    /// Every level, most urgent first.
+    pub const ALL: [Level; 3] = [Level::High, Level::Normal, Level::Low];
+
+    /// The level of a job's priority: above 0 is high, below 0 low.
+    pub fn of(priority: i32) -> Level {
+        match priority.signum() {
+            1 => Level::High,
+            -1 => Level::Low,
+            _ => Level::Normal,
+        }
     }
 
-    /// The queue a queue topic carries: `mail` for `{prefix}queue.mail`; `None` for any other
-    /// topic.
+    /// The priority a job of this level gets when its record says none: the seeds' `high`
+    /// (10), `normal` (0) and `low` (-10).
+    pub fn priority(self) -> i32 {
+        match self {
+            Level::High => 10,
+            Level::Normal => 0,
+            Level::Low => -10,
+        }
+    }
+
+    /// The part of a queue topic's name that names the level (`queue` for normal).
+    fn infix(self) -> &'static str {
+        match self {
+            Level::High => "queue-high.",
+            Level::Normal => "queue.",
+            Level::Low => "queue-low.",
+        }
+    }
+}
+
+impl TopicLayout {
+    /// The topic of a queue's normal level: `{prefix}queue.{queue}`.
+    pub fn queue(&self, queue: &str) -> String {
+        self.queue_at(queue, Level::Normal)
+    }
+
+    /// The topic of a queue's priority level: `{prefix}queue.{queue}` (normal),
+    /// `{prefix}queue-high.{queue}`, `{prefix}queue-low.{queue}`.
+    pub fn queue_at(&self, queue: &str, level: Level) -> String {
+        format!("{}{}{queue}", self.prefix, level.infix())
+    }
+
+    /// A pattern (librdkafka subscription syntax) matching every queue topic of `level`.
+    pub fn queue_pattern(&self, level: Level) -> String {
+        format!("^{}.+", regex_escape(&self.queue_at("", level)))
+    }
+
+    /// A pattern matching only the topic of `queue` at `level`, whether or not it exists yet.
+    pub fn queue_pattern_of(&self, queue: &str, level: Level) -> String {
+        format!("^{}$", regex_escape(&self.queue_at(queue, level)))
+    }
+
+    /// The queue and level a queue topic carries: `("mail", High)` for
+    /// `{prefix}queue-high.mail`; `None` for any other topic.
+    pub fn level_of<'a>(&self, topic: &'a str) -> Option<(&'a str, Level)> {
+        let rest = topic.strip_prefix(self.prefix.as_str())?;
+        Level::ALL.into_iter().find_map(|level| {
+            rest.strip_prefix(level.infix())
+                .filter(|queue| !queue.is_empty())
+                .map(|queue| (queue, level))
+        })
+    }
+
+    /// The queue a queue topic (of any level) carries: `mail` for `{prefix}queue.mail`;
+    /// `None` for any other topic.
     pub fn queue_of<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|rest| rest.strip_prefix("queue."))
+        self.level_of(topic).map(|(queue, _)| queue)
     }
 
     /// Every retry tier's topic, shortest delay first.
@@ -77,6 +147,19 @@ impl TopicLayout {
     }
 }
 
+/// Escapes a topic name for a librdkafka subscription pattern.
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +174,28 @@ mod tests {
         assert_eq!(layout.queue_of("acme.jobs.queue.mail"), Some("mail"));
         assert_eq!(layout.queue_of("acme.jobs.retry.1s"), None);
         assert_eq!(layout.queue_of("other.queue.mail"), None);
+        assert_eq!(
+            layout.queue_at("mail", Level::High),
+            "acme.jobs.queue-high.mail"
+        );
+        assert_eq!(
+            layout.queue_at("mail", Level::Low),
+            "acme.jobs.queue-low.mail"
+        );
+        assert_eq!(
+            layout.level_of("acme.jobs.queue-low.mail"),
+            Some(("mail", Level::Low))
+        );
+        assert_eq!(layout.queue_of("acme.jobs.queue-high.a.b"), Some("a.b"));
+        assert_eq!(layout.queue_of("acme.jobs.queue."), None);
+        assert_eq!(
+            layout.queue_pattern(Level::High),
+            "^acme\\.jobs\\.queue-high\\..+"
+        );
+        assert_eq!(
+            layout.queue_pattern_of("a-b", Level::Low),
+            "^acme\\.jobs\\.queue-low\\.a-b$"
+        );
         assert_eq!(layout.retry_topics().len(), 4);
         assert_eq!(layout.retry_topics()[0], "acme.jobs.retry.1s");
         assert_eq!(layout.retry(1).as_deref(), Some("acme.jobs.retry.10s"));
@@ -106,5 +211,15 @@ mod tests {
         assert_eq!(layout.tier_for(Duration::from_secs(1)), 0);
         assert_eq!(layout.tier_for(Duration::from_secs(5)), 1);
         assert_eq!(layout.tier_for(Duration::from_secs(86_400)), 3);
+    }
+
+    #[test]
+    fn priorities_map_to_three_levels() {
+        assert_eq!(Level::of(10), Level::High);
+        assert_eq!(Level::of(1), Level::High);
+        assert_eq!(Level::of(0), Level::Normal);
+        assert_eq!(Level::of(-10), Level::Low);
+        assert_eq!(Level::of(i32::MIN), Level::Low);
+        assert!(Level::High > Level::Normal && Level::Normal > Level::Low);
     }
 }

@@ -182,6 +182,76 @@ async fn fresh_jobs_flow_while_a_retry_storm_waits() {
     );
 }
 
+/// Position in `events` where each job first started.
+fn start_positions(events: &[JobEvent]) -> std::collections::HashMap<JobId, usize> {
+    let mut at = std::collections::HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let JobEvent::Started { .. } = e {
+            at.entry(e.id()).or_insert(i);
+        }
+    }
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_jobs_overtake_a_backlog_and_low_ones_wait_for_it() {
+    const BACKLOG: usize = 1500;
+    let (config, engine) = connect(3).await;
+    let slow = |i: usize, priority: i32| NewJob::new("slow", json!({"i": i})).priority(priority);
+    let backlog = enqueue_all(&engine, (0..BACKLOG).map(|i| slow(i, 0)).collect()).await;
+    // One urgent job up front: the worker's urgent lane finds its topic when it joins.
+    let first_urgent = enqueue_all(&engine, vec![slow(0, 10)]).await;
+    let mut registry = Registry::new();
+    registry.register(conveyor_core::handler_fn("slow", |_ctx| async move {
+        tokio::time::sleep(Duration::from_millis(4)).await;
+        conveyor_core::Outcome::Complete
+    }));
+    let worker_config = WorkerConfig {
+        concurrency: 2,
+        ..test_config()
+    };
+    let mut worker = run(&engine, registry, worker_config);
+    worker.until_completed(&first_urgent).await;
+    worker
+        .until("a tenth of the backlog done", |seen| {
+            conveyor_conformance::completed(seen).len() > BACKLOG / 10
+        })
+        .await;
+    let urgent = enqueue_all(&engine, (0..20).map(|i| slow(i, 10)).collect()).await;
+    let low = enqueue_all(&engine, (0..20).map(|i| slow(i, -10)).collect()).await;
+    let backlog_done_when_urgent_done = {
+        let seen = worker.until_completed(&urgent).await;
+        let done = conveyor_conformance::completed(seen);
+        backlog.iter().filter(|id| done.contains(id)).count()
+    };
+    assert!(
+        backlog_done_when_urgent_done < BACKLOG / 2,
+        "urgent jobs waited for the backlog: {backlog_done_when_urgent_done} of {BACKLOG} done first"
+    );
+    worker.until_completed(&low).await;
+    worker.until_completed(&backlog).await;
+    let events = worker.stop().await;
+    let at = start_positions(&events);
+    let first_low = low.iter().filter_map(|id| at.get(id)).min().copied();
+    let backlog_before_low = backlog
+        .iter()
+        .filter(|id| at.get(id).copied() < first_low)
+        .count();
+    assert!(
+        backlog_before_low >= BACKLOG * 9 / 10,
+        "low jobs overtook the backlog: only {backlog_before_low} of {BACKLOG} started before them"
+    );
+    // Each level has a topic of its own.
+    let high_topic = config
+        .topics
+        .queue_at("default", conveyor_kafka::Level::High);
+    let records = read_topic(&config, &high_topic, 21).await;
+    assert_eq!(records.len(), 21);
+    assert!(records
+        .iter()
+        .all(|r| text(r, header::PRIORITY) == "10" && r.key.is_some()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     let (config, engine) = connect(1).await;
