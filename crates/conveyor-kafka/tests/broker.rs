@@ -199,8 +199,9 @@ async fn urgent_jobs_overtake_a_backlog_and_low_ones_wait_for_it() {
     let (config, engine) = connect(3).await;
     let slow = |i: usize, priority: i32| NewJob::new("slow", json!({"i": i})).priority(priority);
     let backlog = enqueue_all(&engine, (0..BACKLOG).map(|i| slow(i, 0)).collect()).await;
-    // One urgent job up front: the worker's urgent lane finds its topic when it joins.
+    // One job of each other level up front: the worker finds their topics when it joins.
     let first_urgent = enqueue_all(&engine, vec![slow(0, 10)]).await;
+    enqueue_all(&engine, vec![slow(0, -10)]).await;
     let mut registry = Registry::new();
     registry.register(conveyor_core::handler_fn("slow", |_ctx| async move {
         tokio::time::sleep(Duration::from_millis(4)).await;
@@ -232,6 +233,19 @@ async fn urgent_jobs_overtake_a_backlog_and_low_ones_wait_for_it() {
     worker.until_completed(&backlog).await;
     let events = worker.stop().await;
     let at = start_positions(&events);
+    // Ready urgent jobs all go before any ordinary one (not merely in turns with them): only
+    // jobs handed out while an urgent record was still on its way start in between.
+    let urgent_starts: Vec<usize> = urgent.iter().filter_map(|id| at.get(id).copied()).collect();
+    let (first, last) = (urgent_starts.iter().min(), urgent_starts.iter().max());
+    let interleaved = backlog
+        .iter()
+        .filter_map(|id| at.get(id))
+        .filter(|p| Some(*p) > first && Some(*p) < last)
+        .count();
+    assert!(
+        interleaved <= 6,
+        "{interleaved} backlog jobs started between the first and the last urgent one"
+    );
     let first_low = low.iter().filter_map(|id| at.get(id)).min().copied();
     let backlog_before_low = backlog
         .iter()
