@@ -201,3 +201,88 @@ async fn a_fleet_loses_nothing_when_a_worker_is_killed_and_the_broker_restarts()
         "{duplicates} re-runs exceed the in-flight bound {bound}"
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a worker process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The `default` queue's counts, once `done` holds for them (or after a minute).
+async fn queue_counts(
+    url: &str,
+    done: impl Fn(&conveyor::QueueStats) -> bool,
+) -> conveyor::QueueStats {
+    let conveyor = Conveyor::connect(url).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let queue = match conveyor.stats().await {
+            Ok(stats) => stats.queue("default").cloned().unwrap_or_default(),
+            Err(err) => {
+                eprintln!("stats: {err}");
+                conveyor::QueueStats::default()
+            }
+        };
+        if done(&queue) || Instant::now() > deadline {
+            return queue;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A worker frozen (SIGSTOP) mid-job for longer than its session loses its partitions to
+/// another; when it wakes up it must not commit for them (its position could move the new
+/// owner's back), and every job still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_session_does_not_commit_for_lost_partitions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut fleet = Fleet {
+        broker_dir: dir.path().join("broker"),
+        workers: Vec::new(),
+    };
+    let url = url_for(&fleet.broker(&["start", "--memory"]));
+    let logs: Vec<PathBuf> = ["frozen", "other"]
+        .iter()
+        .map(|n| dir.path().join(format!("{n}.log")))
+        .collect();
+    enqueue(&url, 1).await;
+    fleet.spawn_worker(&url, &logs[0]);
+    assert_eq!(wait_for_runs(&logs[..1], 1, Duration::from_secs(60)), 1);
+    let conveyor = Conveyor::connect(&url).await.expect("connect");
+    let sleeps = (0..6)
+        .map(|i| NewJob::new("sleep", json!({"ms": 2000, "i": i})))
+        .collect();
+    conveyor.dispatch_batch(sleeps).await.expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(700)).await; // the frozen worker runs them now
+    let frozen = fleet.workers[0].take().expect("frozen worker");
+    signal(&frozen, "STOP");
+    fleet.spawn_worker(&url, &logs[1]);
+    // The group drops the frozen worker after its 6 s session; the other one runs the jobs.
+    let all_done = |q: &conveyor::QueueStats| q.available == 0 && q.completed == 7;
+    let taken_over = queue_counts(&url, all_done).await;
+    signal(&frozen, "CONT");
+    fleet.workers.push(Some(frozen));
+    let lost_seen = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+            if log.contains("partitions lost: not committing") || Instant::now() > deadline {
+                break log.contains("partitions lost: not committing");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Its overdue jobs finish as it wakes up: none of that may move the group's position.
+    let settled = queue_counts(&url, all_done).await;
+    if !(lost_seen && all_done(&taken_over) && all_done(&settled)) {
+        let kept = dir.keep();
+        panic!(
+            "lost partitions seen: {lost_seen}; after the takeover: {taken_over:?}; \
+             after the wake-up: {settled:?}; logs kept in {}",
+            kept.display()
+        );
+    }
+}

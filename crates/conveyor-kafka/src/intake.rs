@@ -75,6 +75,19 @@ impl ConsumerContext for LaneContext {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
             let commits = self.shared.state().revoke(&revoked);
+            if consumer.assignment_lost() {
+                // The group went on without this worker (it was silent past its session, e.g.
+                // paused or cut off): another may own these partitions now, and a commit from
+                // here could move its position. What finished here since the last commit runs
+                // again there.
+                tracing::warn!(
+                    partitions = revoked.len(),
+                    lane = ?self.lane,
+                    uncommitted = commits.len(),
+                    "partitions lost: not committing; their unfinished and uncommitted jobs run again on the new owner"
+                );
+                return;
+            }
             tracing::info!(
                 partitions = revoked.len(),
                 lane = ?self.lane,

@@ -113,6 +113,9 @@ impl Session {
     /// Commits every lane's finished positions through the lane's own consumer (group).
     fn commit_all(&self, mode: CommitMode) {
         for (lane, consumer) in &self.lanes {
+            if consumer.assignment_lost() {
+                continue; // see LaneContext::pre_rebalance: the new owner's position rules
+            }
             let commits = self.shared.state().commits_of(*lane);
             if let Err(err) = commit(consumer.as_ref(), &commits, mode) {
                 tracing::warn!(error = %err, ?lane, "commit failed; finished jobs may run again");
