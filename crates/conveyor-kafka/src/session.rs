@@ -1,8 +1,7 @@
 //! One worker's consumer session: reads its queue topics (fresh lane), their high-priority
-//! topics (urgent lane) and the retry tiers (retry lane), each lane in a group of its own,
-//! hands jobs to the worker,
-//! stores outcomes (retry tier, dead letter, or done) and commits the lowest unfinished offset
-//! of each partition.
+//! topics (urgent lane) and the retry tiers (retry lane), each lane in a group of its own;
+//! hands jobs to the worker, stores outcomes (retry tier, dead letter, or done) and commits
+//! the lowest unfinished offset of each partition.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
