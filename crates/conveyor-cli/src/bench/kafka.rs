@@ -27,7 +27,8 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
     let tag = uuid::Uuid::now_v7().simple().to_string();
     config.topics.prefix = format!("{}bench-{}.", config.topics.prefix, &tag[20..]);
     config.group = format!("{}-bench-{}", config.group, &tag[20..]);
-    let engine: Arc<dyn Engine> = Arc::new(KafkaEngine::connect(config.clone()).await?);
+    let kafka = Arc::new(KafkaEngine::connect(config.clone()).await?);
+    let engine: Arc<dyn Engine> = kafka.clone();
     let backend = format!("kafka ({})", config.brokers);
     match workload {
         Workload::BurnDown => {
@@ -53,7 +54,10 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
             } else {
                 0
             };
-            let run = paced::run(&engine, pace, storm, concurrency).await?;
+            let run = match paced::run(&engine, pace, storm, concurrency).await {
+                Ok(run) => run,
+                Err(err) => return Err(with_group_offsets(err, &kafka).await),
+            };
             let raw = raw_paced(&config, pace).await?;
             Ok(BenchResult::paced(workload, backend, &run, Some(&raw)))
         }
@@ -223,4 +227,31 @@ async fn raw_paced(config: &KafkaConfig, pace: Pace) -> Result<Vec<f64>> {
     })
     .await?;
     arrivals.await?
+}
+
+/// Adds where the workers' group stands per partition to a failed run's error: lag left means
+/// jobs are stuck in the broker, no lag with jobs missing means a commit passed them.
+async fn with_group_offsets(err: anyhow::Error, kafka: &KafkaEngine) -> anyhow::Error {
+    match conveyor::Statistics::stats(kafka).await {
+        Ok(stats) => {
+            let partitions: Vec<String> = stats
+                .queues
+                .iter()
+                .flat_map(|q| &q.partitions)
+                .map(|p| {
+                    format!(
+                        "{}/{} committed {} of {}",
+                        p.topic, p.partition, p.committed, p.end
+                    )
+                })
+                .collect();
+            err.context(format!(
+                "the group's offsets then: {}",
+                partitions.join(", ")
+            ))
+        }
+        Err(stats_err) => err.context(format!(
+            "(the group's offsets could not be read: {stats_err})"
+        )),
+    }
 }
