@@ -234,10 +234,12 @@ async fn queue_counts(
 }
 
 /// A worker frozen (SIGSTOP) mid-job for longer than its session loses its partitions to
-/// another; when it wakes up it must not commit for them (its position could move the new
-/// owner's back), and every job still runs.
+/// another, which runs the jobs; when it wakes up it learns the partitions were lost and takes
+/// the path that commits nothing for them, and the group's position stays at the log end.
+/// (Its own position is the log end too by then, so this cannot tell a stale commit from
+/// none: the no-commit path is what the log line shows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_paused_past_its_session_does_not_commit_for_lost_partitions() {
+async fn a_worker_paused_past_its_session_gives_up_its_partitions_and_no_job_is_lost() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut fleet = Fleet {
         broker_dir: dir.path().join("broker"),

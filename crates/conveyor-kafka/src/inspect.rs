@@ -1,8 +1,9 @@
 //! Statistics and the dead-letter list on Kafka, from the broker alone (no external store).
 //!
 //! Per queue, from the workers' group offsets and two small scans:
-//! - `available`: records of the queue's topics the group has not finished (log end minus
-//!   committed offset); this includes jobs running now and keyed retries held in place;
+//! - `available`: records of the queue's topics (all priority levels) their group has not
+//!   finished (log end minus committed offset; the high topic's group is `{group}.high`);
+//!   this includes jobs running now and keyed retries held in place;
 //! - `retryable`: records of the retry tiers not finished yet by the retry group
 //!   (`{group}.retry`), counted by their queue header;
 //! - `dead`: records of the dead-letter topic, by queue;

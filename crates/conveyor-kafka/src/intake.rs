@@ -198,7 +198,11 @@ pub(crate) async fn poll_loop(
         }
         next_due = shared.state().release_due(now_ms());
         shared.waker.notify_waiters();
-        let (pause, resume) = shared.state().flow(lane, shared.config.pause_at, now_ms());
+        let layout = &shared.config.topics;
+        let is_low = |topic: &str| matches!(layout.level_of(topic), Some((_, Level::Low)));
+        let (pause, resume) = shared
+            .state()
+            .flow(lane, shared.config.pause_at, now_ms(), is_low);
         set_paused(consumer.as_ref(), &pause, true);
         set_paused(consumer.as_ref(), &resume, false);
     }
@@ -335,11 +339,12 @@ pub fn record_of<M: Message>(message: &M) -> Record {
     }
 }
 
-/// A job read from a priority level's topic has a priority of that level, also when a plain
-/// producer wrote it there without a `conveyor-priority` header.
+/// A job read from the high or low topic without a priority (no `conveyor-priority` header:
+/// a plain producer wrote it there) gets that level's priority. A priority the record states
+/// is kept, also when it names another level (a record an older producer wrote).
 fn at_level_of(config: &KafkaConfig, topic: &str, mut envelope: Envelope) -> Envelope {
     if let Some((_, level)) = config.topics.level_of(topic) {
-        if Level::of(envelope.priority) != level {
+        if envelope.priority == 0 {
             envelope.priority = level.priority();
         }
     }

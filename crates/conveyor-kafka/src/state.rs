@@ -350,7 +350,17 @@ impl State {
     /// records out of the client's fetch queue. One queue draining its own backlog is never
     /// paused, because each pause costs a refetch. A paused partition resumes at half, or once
     /// no other topic has a light partition.
-    pub fn flow(&mut self, lane: Lane, pause_at: usize, now_ms: i64) -> (Vec<Tp>, Vec<Tp>) {
+    ///
+    /// Low-priority topics (`is_low`) never count as light, and a low partition with
+    /// `pause_at` unfinished is paused while any other partition of the lane is active: its
+    /// ready jobs go after those anyway, and its prefetched records must not crowd theirs out.
+    pub fn flow(
+        &mut self,
+        lane: Lane,
+        pause_at: usize,
+        now_ms: i64,
+        is_low: impl Fn(&str) -> bool,
+    ) -> (Vec<Tp>, Vec<Tp>) {
         let resume_at = pause_at / 2;
         let in_flight = |tp: &Tp| self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
         // Called after every record: nothing to decide (and nothing to allocate) unless a
@@ -375,16 +385,26 @@ impl State {
         };
         let light_topics: HashSet<Arc<str>> = partitions
             .iter()
-            .filter(|(tp, n, paused)| !paused && *n <= resume_at && active(tp))
+            .filter(|(tp, n, paused)| !paused && *n <= resume_at && active(tp) && !is_low(&tp.0))
+            .map(|(tp, _, _)| tp.0.clone())
+            .collect();
+        let active_topics: HashSet<Arc<str>> = partitions
+            .iter()
+            .filter(|(tp, _, _)| active(tp) && !is_low(&tp.0))
             .map(|(tp, _, _)| tp.0.clone())
             .collect();
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for (tp, n, paused) in partitions {
-            let other_light = light_topics.iter().any(|topic| *topic != tp.0);
-            if !paused && n >= pause_at && other_light {
+            let yields_to = if is_low(&tp.0) {
+                &active_topics
+            } else {
+                &light_topics
+            };
+            let other = yields_to.iter().any(|topic| *topic != tp.0);
+            if !paused && n >= pause_at && other {
                 pause.push(tp);
-            } else if paused && (n <= resume_at || !other_light) {
+            } else if paused && (n <= resume_at || !other) {
                 resume.push(tp);
             }
         }

@@ -213,7 +213,7 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     }
     s.accept(pending(1, 0, None, None), 0);
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![], vec![]),
         "the other topic gave no record: nothing to protect"
     );
@@ -221,17 +221,17 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     light.tp = other;
     s.accept(light, 0);
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![tp(0)], vec![]),
         "only the full partition, while another topic is light"
     );
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![], vec![]),
         "paused once"
     );
     assert_eq!(
-        s.flow(Lane::Retry, PAUSE_AT, 0),
+        s.flow(Lane::Retry, PAUSE_AT, 0, |_| false),
         (vec![], vec![]),
         "the other lane is untouched"
     );
@@ -241,14 +241,14 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
         s.finish(&job);
     }
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![], vec![tp(0)]),
         "resumed once drained"
     );
     s.accept(pending(0, PAUSE_AT as i64, None, None), 0);
     s.revoke(&[tp(0)]);
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![], vec![]),
         "a revoked partition is forgotten"
     );
@@ -263,7 +263,7 @@ fn one_queue_draining_its_backlog_is_never_paused() {
         s.accept(pending(0, o, None, None), 0);
     }
     assert_eq!(
-        s.flow(Lane::Fresh, PAUSE_AT, 0),
+        s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
         (vec![], vec![]),
         "its other partition is light, but pausing would only cost refetches"
     );
@@ -289,4 +289,40 @@ fn ready_jobs_go_out_highest_priority_first_and_in_turns_within_one() {
         "the first job of the highest priority"
     );
     assert_eq!(ids(&s.take(10)), [5, 4, 0, 2, 1]);
+}
+
+#[test]
+fn a_low_priority_backlog_yields_to_any_busy_normal_partition_and_never_pauses_one() {
+    const PAUSE_AT: usize = 4;
+    let low: Tp = (Arc::from("conveyor.queue-low.default"), 0);
+    let is_low = |topic: &str| topic.contains("queue-low.");
+    let at = |tp: &Tp, offset: i64| {
+        let mut p = pending(0, offset, None, None);
+        p.tp = tp.clone();
+        p
+    };
+    let mut s = State::default();
+    s.assign(&[tp(0), low.clone()], Lane::Fresh);
+    for o in 0..PAUSE_AT as i64 {
+        s.accept(at(&tp(0), o), 0);
+    }
+    s.accept(at(&low, 0), 0);
+    assert_eq!(
+        s.flow(Lane::Fresh, PAUSE_AT, 0, is_low),
+        (vec![], vec![]),
+        "a light low partition is nothing to protect a normal backlog for"
+    );
+    for o in 1..PAUSE_AT as i64 {
+        s.accept(at(&low, o), 0);
+    }
+    assert_eq!(
+        s.flow(Lane::Fresh, PAUSE_AT, 0, is_low),
+        (vec![low.clone()], vec![]),
+        "a low backlog pauses while a normal partition is active, even a busy one"
+    );
+    assert_eq!(
+        s.flow(Lane::Fresh, PAUSE_AT, 60_000, is_low),
+        (vec![], vec![low]),
+        "and resumes once no normal partition gave a record for a while"
+    );
 }
