@@ -127,7 +127,14 @@ pub async fn run(
             }
             started = next => started
                 .with_context(|| {
-                    format!("{seen} of {} paced jobs started, then none for 30 s", pace.total)
+                    // Tells a job the worker never got from an enqueue the broker has not
+                    // acknowledged yet (a produce request it left unanswered).
+                    let acked = acks.lock().map_or(0, |a| a.len());
+                    format!(
+                        "{seen} of {} paced jobs started, then none for 30 s; {acked} were \
+                         acknowledged by the broker by then",
+                        pace.total
+                    )
                 })?
                 .context("the worker stopped")?,
         };
