@@ -8,6 +8,7 @@ use conveyor_core::now_ms;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
@@ -61,7 +62,24 @@ pub(crate) struct LaneContext {
     lane: Lane,
 }
 
-impl ClientContext for LaneContext {}
+impl ClientContext for LaneContext {
+    /// librdkafka reports a subscribed pattern that matches no topic as an error; for a lane
+    /// that is the normal state until a producer creates the first topic of its kind (say, the
+    /// first high-priority job), so it is not worth an error line at every start.
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Only for a pattern (`^...`): a topic subscribed by name that is gone stays an error.
+        if is_no_topic_yet(&error) && reason.contains('^') {
+            tracing::debug!(%error, reason, lane = ?self.lane, "no topic matches the lane's subscription yet");
+        } else {
+            tracing::error!(%error, reason, lane = ?self.lane, "librdkafka error");
+        }
+    }
+}
+
+/// The error librdkafka gives for a subscription with no topic (yet).
+fn is_no_topic_yet(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+}
 
 fn partitions(list: &TopicPartitionList) -> Vec<Tp> {
     list.elements()
@@ -190,8 +208,12 @@ pub(crate) async fn poll_loop(
             // keeps running (and librdkafka keeps the group membership alive in its own thread).
             message = consumer.recv(), if shared.state().buffered(lane) < MAX_BUFFERED => match message {
                 Ok(message) => take_in(&shared, &message).await,
+                Err(err) if is_no_topic_yet(&err) => {
+                    tracing::debug!(error = %err, ?lane, "no topic matches the lane's subscription yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "consumer error");
+                    tracing::warn!(error = %err, ?lane, "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
