@@ -233,11 +233,13 @@ async fn queue_counts(
     }
 }
 
-/// A worker frozen (SIGSTOP) mid-job for longer than its session loses its partitions to
-/// another, which runs the jobs; when it wakes up it learns the partitions were lost and takes
-/// the path that commits nothing for them, and the group's position stays at the log end.
-/// (Its own position is the log end too by then, so this cannot tell a stale commit from
-/// none: the no-commit path is what the log line shows.)
+/// A worker frozen (SIGSTOP) mid-job for longer than its session loses its partitions; when
+/// it wakes up it learns they were lost and takes the path that commits nothing for them, the
+/// group rebalances to the other worker, and every job runs with the group's position ending
+/// at the log end. (Its own position is the log end too by then, so this cannot tell a stale
+/// commit from none: the no-commit path is what the log line shows. tansu does not hand a
+/// silent member's partitions to the others before it answers again, as Kafka would after its
+/// session: so the jobs are checked after the wake-up, not during the freeze.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_session_gives_up_its_partitions_and_no_job_is_lost() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -262,9 +264,7 @@ async fn a_worker_paused_past_its_session_gives_up_its_partitions_and_no_job_is_
     let frozen = fleet.workers[0].take().expect("frozen worker");
     signal(&frozen, "STOP");
     fleet.spawn_worker(&url, &logs[1]);
-    // The group drops the frozen worker after its 6 s session; the other one runs the jobs.
-    let all_done = |q: &conveyor::QueueStats| q.available == 0 && q.completed == 7;
-    let taken_over = queue_counts(&url, all_done).await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // past its 6 s session
     signal(&frozen, "CONT");
     fleet.workers.push(Some(frozen));
     let lost_seen = {
@@ -277,13 +277,12 @@ async fn a_worker_paused_past_its_session_gives_up_its_partitions_and_no_job_is_
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    // Its overdue jobs finish as it wakes up: none of that may move the group's position.
+    let all_done = |q: &conveyor::QueueStats| q.available == 0 && q.completed == 7;
     let settled = queue_counts(&url, all_done).await;
-    if !(lost_seen && all_done(&taken_over) && all_done(&settled)) {
+    if !(lost_seen && all_done(&settled)) {
         let kept = dir.keep();
         panic!(
-            "lost partitions seen: {lost_seen}; after the takeover: {taken_over:?}; \
-             after the wake-up: {settled:?}; logs kept in {}",
+            "lost partitions seen: {lost_seen}; after the wake-up: {settled:?}; logs kept in {}",
             kept.display()
         );
     }
