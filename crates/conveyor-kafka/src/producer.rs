@@ -32,11 +32,9 @@ pub struct Producer {
 }
 
 /// The client settings every Conveyor client shares; `apply` adds the role's own settings
-/// before the user's raw properties, which win.
-pub(crate) fn client_config(
-    config: &KafkaConfig,
-    apply: impl FnOnce(&mut ClientConfig),
-) -> ClientConfig {
+/// before the user's raw properties (`librdkafka.*` URL options), which win. Public so tools
+/// beside the engine (the bench's raw ceiling) connect exactly as the engine does.
+pub fn client_config(config: &KafkaConfig, apply: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     client.set("client.id", "conveyor");

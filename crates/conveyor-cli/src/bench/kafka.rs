@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use conveyor::{Engine, KafkaConfig, KafkaEngine, NewJob};
-use conveyor_kafka::producer::Producer;
+use conveyor_kafka::producer::{client_config, Producer};
 use conveyor_kafka::Envelope;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::paced::{self, Pace};
 use super::{drain, enqueue_noops, round_trips, BenchResult, Plan, Workload};
@@ -88,18 +88,14 @@ fn reader(
     partitions: i32,
     from: Offset,
 ) -> Result<BaseConsumer> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", format!("{}-raw", config.group))
-        .set("enable.auto.commit", "false")
-        // The same fetch wait as Conveyor's consumers, so both sides poll alike.
-        .set("fetch.wait.max.ms", "10");
-    // The same security settings too (`librdkafka.*` URL options).
-    for (key, value) in &config.client_properties {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer = client.create()?;
+    // Connected as the engine's clients are (security settings from `librdkafka.*` included).
+    let consumer: BaseConsumer = client_config(config, |c| {
+        c.set("group.id", format!("{}-raw", config.group))
+            .set("enable.auto.commit", "false")
+            // The same fetch wait as Conveyor's consumers, so both sides poll alike.
+            .set("fetch.wait.max.ms", "10");
+    })
+    .create()?;
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
         list.add_partition_offset(topic, p, from)?;
