@@ -88,8 +88,16 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
         .partition(|(t, _)| matches!(layout.level_of(t), Some((_, Level::High))));
     let mut offsets = scanner.offsets(&topics)?;
     // The retry tiers and the high-priority topics are read by groups of their own.
-    offsets.extend(Scanner::new(config, &config.retry_group())?.offsets(&retry_topics)?);
-    offsets.extend(Scanner::new(config, &config.urgent_group())?.offsets(&urgent_topics)?);
+    offsets.extend(offsets_in_group(
+        config,
+        &config.retry_group(),
+        &retry_topics,
+    )?);
+    offsets.extend(offsets_in_group(
+        config,
+        &config.urgent_group(),
+        &urgent_topics,
+    )?);
     let mut retrying: HashMap<String, u64> = HashMap::new();
     let pending_retries = ranges(
         &offsets,
@@ -110,6 +118,19 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
         .into_iter()
         .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
     Ok(count(queues, &retrying, &dead))
+}
+
+/// Where `group` stands in `topics`; no client is made when there are none (no high-priority
+/// topic yet, say), since each one connects to the cluster.
+fn offsets_in_group(
+    config: &KafkaConfig,
+    group: &str,
+    topics: &[(String, Vec<i32>)],
+) -> Result<Vec<PartitionOffsets>, Error> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    Scanner::new(config, group)?.offsets(topics)
 }
 
 /// `[from(p), high)` of every partition `keep` selects.
