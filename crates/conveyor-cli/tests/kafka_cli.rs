@@ -3,27 +3,19 @@
 //! name what is missing. Uses `CONVEYOR_TEST_KAFKA` (set by scripts/test), else starts the
 //! project's broker.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::dev_broker;
 
 fn broker() -> String {
     if let Ok(address) = std::env::var("CONVEYOR_TEST_KAFKA") {
         return address;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/dev-broker");
-    let out = Command::new(script)
-        .args(["start", "--memory"])
-        .output()
-        .expect("run scripts/dev-broker");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout.lines().last().expect("address").trim().to_string()
+    dev_broker(&["start", "--memory"], None)
 }
 
 fn conveyor(url: &str, args: &[&str]) -> (i32, String, String) {

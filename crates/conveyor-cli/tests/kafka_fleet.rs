@@ -3,6 +3,8 @@
 //! SIGKILL mid-drain, and later the broker itself is restarted. Every acknowledged job must run
 //! (0 lost), and re-runs stay bounded by what was in flight.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,14 +12,11 @@ use std::time::{Duration, Instant};
 
 use conveyor::{Conveyor, NewJob};
 use serde_json::json;
+use support::{dev_broker, dev_broker_script};
 
 const JOBS: usize = 20_000;
 const WORKERS: usize = 3;
 const CONCURRENCY: usize = 32;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/dev-broker")
-}
 
 /// A durable broker of this test's own, and its worker processes; all stopped on drop.
 struct Fleet {
@@ -35,22 +34,7 @@ impl Fleet {
     }
 
     fn broker(&self, args: &[&str]) -> String {
-        let out = Command::new(script())
-            .args(args)
-            .env("CONVEYOR_BROKER_DIR", &self.broker_dir)
-            .output()
-            .expect("run scripts/dev-broker");
-        assert!(
-            out.status.success(),
-            "dev-broker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        dev_broker(args, Some(&self.broker_dir))
     }
 
     fn spawn_worker(&mut self, url: &str, log: &Path) {
@@ -78,7 +62,7 @@ impl Drop for Fleet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new(script())
+        let _ = Command::new(dev_broker_script())
             .arg("stop")
             .env("CONVEYOR_BROKER_DIR", &self.broker_dir)
             .status();
