@@ -59,7 +59,9 @@ pub enum Command {
     /// Recurring (cron) schedules.
     #[command(subcommand)]
     Cron(CronCommand),
-    /// Remove every job of a queue that has not started.
+    /// Remove every job of a queue that waits for its first attempt (scheduled or available,
+    /// never started). Jobs that already ran an attempt and wait for the next one (retryable,
+    /// rescued from a dead worker, retried from the dead-letter list) are kept: cancel those by id.
     Purge(PurgeArgs),
     /// Delete completed and cancelled jobs that finished long enough ago.
     Cleanup(CleanupArgs),
@@ -206,7 +208,7 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
-    /// Put a dead job (or every dead job) back with its attempts reset.
+    /// Put a dead job (or every dead job) back with a fresh set of attempts.
     Retry {
         /// The dead job's id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]

@@ -152,7 +152,11 @@ macro_rules! backend_conformance_tests {
             graceful_shutdown_fetches_nothing_new,
             progress_is_visible_in_status,
             cron_fires_each_tick_once_across_handles,
-            cleanup_removes_old_finished_jobs
+            cleanup_removes_old_finished_jobs,
+            cancel_survives_a_released_lease,
+            cancel_survives_a_rescued_lease,
+            a_late_report_never_matches_a_retried_job,
+            purge_keeps_jobs_waiting_for_a_retry
         );
     };
 }

@@ -20,6 +20,16 @@ pub struct Fetch {
     pub limit: usize,
 }
 
+/// What a heartbeat found out about the leases it renewed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Jobs a user asked to cancel: the worker stops them and reports them cancelled.
+    pub cancel: Vec<JobId>,
+    /// Jobs whose lease this worker no longer holds (rescued after it expired): the worker
+    /// stops them without a report, since another worker may run them now.
+    pub lost: Vec<JobId>,
+}
+
 /// The core of an engine: store jobs, lease them to workers, record outcomes.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -38,11 +48,19 @@ pub trait Engine: Send + Sync + 'static {
     /// storage transaction.
     async fn exchange(&self, reports: Vec<Report>, fetch: &Fetch) -> Result<Vec<Job>>;
 
-    /// Keeps the leases of `running` alive; returns the ids among them a user asked to cancel.
-    async fn heartbeat(&self, owner: &str, running: &[JobId]) -> Result<Vec<JobId>>;
+    /// Keeps the leases of `running` (jobs `owner` runs or finished without a stored report)
+    /// alive; says which of them a user asked to cancel and which leases were already lost.
+    async fn heartbeat(&self, owner: &str, running: &[JobId]) -> Result<Renewal>;
 
     /// How often a worker must call [`Engine::heartbeat`] to keep its leases.
     fn heartbeat_interval(&self) -> Duration;
+
+    /// How long a lease lasts without a heartbeat, for engines whose leases expire by time
+    /// (`None`: they do not). A worker stops an attempt whose lease it could not renew within
+    /// this time, since the engine may already have handed the job to another worker.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
 
     /// Stores the progress a handler reported for a job it holds.
     async fn set_progress(&self, owner: &str, id: JobId, progress: serde_json::Value)
@@ -82,7 +100,9 @@ pub trait Control: Send + Sync {
     /// Cancels a job that has not finished. A running job is cancelled by its worker at the
     /// next heartbeat; the returned info shows the state after the call.
     async fn cancel(&self, id: JobId) -> Result<JobInfo>;
-    /// Removes every job of `queue` that has not started; returns how many.
+    /// Removes every job of `queue` that waits for its first attempt (never started); returns
+    /// how many. Jobs that already ran an attempt and wait for the next are kept: a purge never
+    /// drops a job its user expects to be retried.
     async fn purge_queue(&self, queue: &str) -> Result<u64>;
     /// Deletes completed and cancelled jobs that finished before `before`; returns how many.
     async fn cleanup(&self, before: DateTime<Utc>) -> Result<u64>;
@@ -98,7 +118,9 @@ pub trait DeadLetterList: Send + Sync {
 /// Changing the dead-letter list: retry and purge.
 #[async_trait]
 pub trait DeadLetters: DeadLetterList {
-    /// Puts a dead job back with its attempts reset.
+    /// Puts a dead job back with a fresh set of attempts (as many as it was enqueued with).
+    /// Attempt numbers go on from the last one, so a late report of an earlier attempt can
+    /// never match the new lease.
     async fn retry_dead(&self, id: JobId) -> Result<JobInfo>;
     /// Puts every dead job back; returns how many.
     async fn retry_all_dead(&self) -> Result<u64>;

@@ -40,6 +40,15 @@ pub enum Error {
     /// The storage behind the engine failed (I/O, database, broker).
     #[error("storage error: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A worker stopped before the engine stored every finished attempt; those jobs run again
+    /// once their leases expire.
+    #[error("{count} finished outcomes could not be stored before shutdown gave up ({source}); those jobs run again once their leases expire")]
+    OutcomesNotStored {
+        /// Reports that were not stored.
+        count: usize,
+        /// The last storage error.
+        source: Box<Error>,
+    },
     /// The engine was shut down or a background task it depends on is gone.
     #[error("engine closed: {0}")]
     Closed(String),

@@ -19,7 +19,8 @@ mod worker;
 pub use builtin::register_builtins;
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
 pub use engine::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Schedules, Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Renewal, Schedules,
+    Statistics,
 };
 pub use error::{Error, Result};
 pub use events::JobEvent;

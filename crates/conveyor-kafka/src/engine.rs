@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conveyor_core::{now_ms, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Report};
+use conveyor_core::{
+    now_ms, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Renewal, Report,
+};
 use tokio::sync::Notify;
 
 use crate::producer::Producer;
@@ -160,12 +162,9 @@ impl Engine for KafkaEngine {
     }
 
     /// Kafka has no per-job leases: group membership is the lease, kept by the client.
-    async fn heartbeat(
-        &self,
-        _owner: &str,
-        _running: &[JobId],
-    ) -> conveyor_core::Result<Vec<JobId>> {
-        Ok(Vec::new())
+    async fn heartbeat(&self, _owner: &str, _running: &[JobId]) -> conveyor_core::Result<Renewal> {
+        // A Kafka job's lease is the group session of its partition, kept by the consumer.
+        Ok(Renewal::default())
     }
 
     fn heartbeat_interval(&self) -> Duration {

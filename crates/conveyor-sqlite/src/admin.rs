@@ -124,7 +124,7 @@ impl Control for SqliteEngine {
 
     async fn purge_queue(&self, queue: &str) -> conveyor_core::Result<u64> {
         self.write(
-            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'available', 'retryable')",
+            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'available') AND attempt = 0",
             vec![queue.to_string().into()],
         )
         .await
@@ -139,9 +139,7 @@ impl Control for SqliteEngine {
     }
 }
 
-const RETRY_DEAD: &str =
-    "UPDATE jobs SET state = 'available', attempt = 0, run_at = ?1, finished_at = NULL, \
-     cancel_requested = 0, lease_owner = NULL, lease_expires_at = NULL WHERE state = 'dead'";
+const RETRY_DEAD: &str = include_str!("../sql/retry_dead.sql");
 
 #[async_trait]
 impl DeadLetterList for SqliteEngine {

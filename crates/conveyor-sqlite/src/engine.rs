@@ -1,13 +1,15 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use conveyor_core::{
-    now_ms, Completion, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Report,
+    now_ms, Completion, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Renewal, Report,
 };
 use rusqlite::{named_params, params, Connection, Transaction, TransactionBehavior};
+
+use crate::claim::claim;
 use tokio::sync::Notify;
 
 use crate::config::SqliteConfig;
@@ -15,37 +17,10 @@ use crate::error::{Result, SqliteError};
 use crate::store::Store;
 
 const INSERT_JOB: &str = include_str!("../sql/insert_job.sql");
-const PROMOTE_DUE: &str = include_str!("../sql/promote_due.sql");
 const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
-const CLAIM_CANDIDATES: &str = include_str!("../sql/claim_candidates.sql");
-const CLAIM: &str = include_str!("../sql/claim.sql");
 const RECORD_OUTCOME: &str = include_str!("../sql/record_outcome.sql");
 const RECORD_COMPLETED: &str = include_str!("../sql/record_completed.sql");
-
-/// The statement text of a `.sql` file without its comment lines, for composing statements.
-fn body(sql: &str) -> String {
-    sql.lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Candidates of one queue, with their sort columns, for merging several queues.
-static CANDIDATES_OF_QUEUE: LazyLock<String> = LazyLock::new(|| {
-    body(CLAIM_CANDIDATES)
-        .replace("{columns}", "seq, priority, run_at")
-        .replace("{queue_filter}", "AND queue = :queue")
-});
-/// Claims the best candidates of every queue in one statement.
-static CLAIM_ANY_QUEUE: LazyLock<String> = LazyLock::new(|| {
-    let candidates = body(CLAIM_CANDIDATES)
-        .replace("{columns}", "seq")
-        .replace("{queue_filter}", "");
-    body(CLAIM).replace("{candidates}", &candidates)
-});
-/// Claims the given seqs (a JSON array).
-static CLAIM_SEQS: LazyLock<String> =
-    LazyLock::new(|| body(CLAIM).replace("{candidates}", "SELECT value FROM json_each(:seqs)"));
+const RENEW_LEASES: &str = include_str!("../sql/renew_leases.sql");
 
 /// How often expired leases are looked for (per process).
 const RESCUE_EVERY_MS: i64 = 1000;
@@ -215,55 +190,6 @@ fn record(tx: &Transaction<'_>, owner: &str, reports: &[Report], now: i64) -> Re
     Ok(())
 }
 
-/// Seqs of the best candidates across `queues`: one indexed query per queue, merged here (an
-/// IN list would make SQLite sort every available row of those queues).
-fn candidates_per_queue(tx: &Transaction<'_>, queues: &[String], limit: usize) -> Result<Vec<i64>> {
-    let mut stmt = tx.prepare_cached(&CANDIDATES_OF_QUEUE)?;
-    let mut found: Vec<(i32, i64, i64)> = Vec::new();
-    for queue in queues {
-        let rows = stmt.query_map(
-            named_params! {":limit": limit as i64, ":queue": queue},
-            |r| Ok((r.get(1)?, r.get(2)?, r.get(0)?)),
-        )?;
-        for row in rows {
-            found.push(row?);
-        }
-    }
-    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    Ok(found
-        .into_iter()
-        .take(limit)
-        .map(|(_, _, seq)| seq)
-        .collect())
-}
-
-fn claim(tx: &Transaction<'_>, fetch: &Fetch, lease_ms: i64, now: i64) -> Result<Vec<Job>> {
-    tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-    let expires = now + lease_ms;
-    let mut claimed: Vec<(i32, i64, i64, Job)> = Vec::with_capacity(fetch.limit);
-    let mut collect = |rows: &mut rusqlite::Rows<'_>| -> Result<()> {
-        while let Some(row) = rows.next()? {
-            let job = crate::rows::leased_job(row)?;
-            claimed.push((row.get(8)?, row.get(9)?, row.get(10)?, job));
-        }
-        Ok(())
-    };
-    if fetch.queues.is_empty() {
-        let mut stmt = tx.prepare_cached(&CLAIM_ANY_QUEUE)?;
-        let params = named_params! {":limit": fetch.limit as i64, ":owner": fetch.owner, ":expires": expires};
-        collect(&mut stmt.query(params)?)?;
-    } else {
-        let seqs = candidates_per_queue(tx, &fetch.queues, fetch.limit)?;
-        let seqs = serde_json::to_string(&seqs).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
-        let mut stmt = tx.prepare_cached(&CLAIM_SEQS)?;
-        let params = named_params! {":seqs": seqs, ":owner": fetch.owner, ":expires": expires};
-        collect(&mut stmt.query(params)?)?;
-    }
-    // RETURNING gives no order: restore fetch order so the best jobs start first.
-    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    Ok(claimed.into_iter().map(|(_, _, _, job)| job).collect())
-}
-
 fn exchange(
     conn: &mut Connection,
     reports: &[Report],
@@ -330,36 +256,43 @@ impl Engine for SqliteEngine {
         Ok(jobs)
     }
 
-    async fn heartbeat(
-        &self,
-        owner: &str,
-        _running: &[JobId],
-    ) -> conveyor_core::Result<Vec<JobId>> {
+    async fn heartbeat(&self, owner: &str, running: &[JobId]) -> conveyor_core::Result<Renewal> {
         let owner = owner.to_string();
-        let lease_ms = self.store.config.lease.as_millis() as i64;
-        let ids = self
+        let expires = now_ms() + self.store.config.lease.as_millis() as i64;
+        let asked: Vec<String> = running.iter().map(|id| id.to_string()).collect();
+        let ids = serde_json::to_string(&asked).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+        let renewed = self
             .store
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.prepare_cached(
-                    "UPDATE jobs SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
-                )?
-                .execute(params![owner, now_ms() + lease_ms])?;
-                let ids = tx
-                    .prepare_cached(
-                        "SELECT id FROM jobs WHERE lease_owner = ?1 AND state = 'running' AND cancel_requested = 1",
-                    )?
-                    .query_map([&owner], |r| r.get::<_, String>(0))?
+                let renewed = tx
+                    .prepare_cached(RENEW_LEASES)?
+                    .query_map(params![owner, expires, ids], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+                    })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 tx.commit()?;
-                ids.iter().map(|id| Ok(crate::rows::job_id(id)?)).collect::<Result<Vec<_>>>()
+                Ok(renewed)
             })
             .await?;
-        Ok(ids)
+        let renewed: std::collections::HashMap<String, bool> = renewed.into_iter().collect();
+        let mut renewal = Renewal::default();
+        for (id, text) in running.iter().zip(&asked) {
+            match renewed.get(text) {
+                Some(true) => renewal.cancel.push(*id),
+                Some(false) => {}
+                None => renewal.lost.push(*id),
+            }
+        }
+        Ok(renewal)
     }
 
     fn heartbeat_interval(&self) -> Duration {
         self.store.config.lease / 3
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.store.config.lease)
     }
 
     async fn set_progress(

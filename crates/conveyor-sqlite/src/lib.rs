@@ -6,6 +6,7 @@
 //! on open (see `migrations/` and `docs/sqlite-schema.md`).
 
 mod admin;
+mod claim;
 mod config;
 mod cron;
 mod engine;

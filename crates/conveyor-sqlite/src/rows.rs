@@ -3,8 +3,6 @@ use std::time::Duration;
 use conveyor_core::{Backoff, Job, JobId, JobInfo, JobState};
 use rusqlite::Row;
 
-use crate::error::{Result, SqliteError};
-
 pub(crate) const SELECT_JOB: &str = include_str!("../sql/select_job.sql");
 
 pub(crate) fn job_id(text: &str) -> rusqlite::Result<JobId> {
@@ -47,23 +45,54 @@ fn json_or_string(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
 }
 
-/// Maps a row returned by `claim.sql`.
-pub(crate) fn leased_job(row: &Row<'_>) -> Result<Job> {
-    let backoff: Option<String> = row.get(7)?;
+/// Reads column `index` (named `name` in errors) of a row.
+fn column<T: rusqlite::types::FromSql>(
+    row: &Row<'_>,
+    index: usize,
+    name: &str,
+) -> Result<T, String> {
+    row.get(index).map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(_, _, found) => {
+            format!("column {name} holds a value of type {found}")
+        }
+        rusqlite::Error::IntegralValueOutOfRange(_, value) => {
+            format!("column {name} is out of range ({value})")
+        }
+        other => format!("column {name}: {other}"),
+    })
+}
+
+/// The job id of a leased row, which must be in the canonical (lower-case, hyphenated) form:
+/// reports and heartbeats match rows by that text, so a row in any other form would stay
+/// `running` forever.
+fn canonical_id(text: &str) -> Result<JobId, String> {
+    let id: JobId = text
+        .parse()
+        .map_err(|e: conveyor_core::Error| format!("column id: {e}"))?;
+    if id.to_string() != text {
+        return Err(format!(
+            "column id: {text:?} is not in the canonical form {id} (another row already has that id)"
+        ));
+    }
+    Ok(id)
+}
+
+/// Maps a row returned by `claim.sql`; the error names the column that cannot be read.
+pub(crate) fn leased_job(row: &Row<'_>) -> Result<Job, String> {
+    let backoff: Option<String> = column(row, 7, "backoff")?;
     let backoff = backoff
         .map(|b| serde_json::from_str::<Backoff>(&b))
         .transpose()
-        .map_err(|e| SqliteError::Corrupt(format!("backoff column: {e}")))?;
+        .map_err(|e| format!("column backoff: {e}"))?;
+    let timeout_ms: Option<i64> = column(row, 6, "timeout_ms")?;
     Ok(Job {
-        id: job_id(&row.get::<_, String>(0)?)?,
-        kind: row.get(1)?,
-        queue: row.get(2)?,
-        payload: row.get(3)?,
-        attempt: row.get(4)?,
-        max_attempts: row.get(5)?,
-        timeout: row
-            .get::<_, Option<i64>>(6)?
-            .map(|ms| Duration::from_millis(ms.max(1) as u64)),
+        id: canonical_id(&column::<String>(row, 0, "id")?)?,
+        kind: column(row, 1, "kind")?,
+        queue: column(row, 2, "queue")?,
+        payload: column(row, 3, "payload")?,
+        attempt: column(row, 4, "attempt")?,
+        max_attempts: column(row, 5, "max_attempts")?,
+        timeout: timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64)),
         backoff,
     })
 }

@@ -3,8 +3,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::{Result, SqliteError};
 
 /// The numbered migrations, in order; `PRAGMA user_version` records how many are applied.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_canonical_ids_attempt_budget",
+        include_str!("../migrations/0002_canonical_ids_attempt_budget.sql"),
+    ),
+];
 
 /// The schema version this build creates.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

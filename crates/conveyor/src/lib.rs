@@ -198,7 +198,7 @@ impl Conveyor {
             .await
     }
 
-    /// Removes every job of `queue` that has not started; returns how many.
+    /// Removes every job of `queue` that waits for its first attempt (retries are kept); returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
         self.need(&self.capabilities.control, "purge")?
             .purge_queue(queue)

@@ -150,7 +150,7 @@ fn stats_table(stats: &Stats) -> String {
     )
 }
 
-/// Removes every job of a queue that has not started; prints how many.
+/// Removes every job of a queue that waits for its first attempt; prints how many.
 pub async fn purge(ctx: &Context, args: PurgeArgs) -> anyhow::Result<()> {
     let purged = ctx.open().await?.purge(&args.queue).await?;
     if args.json {

@@ -2,10 +2,12 @@
 
 mod admin;
 mod keys;
+mod leases;
 mod lifecycle;
 mod scheduling;
 
 pub use admin::*;
 pub use keys::*;
+pub use leases::*;
 pub use lifecycle::*;
 pub use scheduling::*;
