@@ -591,8 +591,75 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     assert_eq!(dlq[0]["original_queue"], "default");
     assert_eq!(sandbox.run(&["dlq", "retry", &doomed]).ok(), doomed);
     let job = sandbox.job(&doomed);
+    // A fresh set of attempts, numbered on from the last one.
     assert_eq!(
-        (job["state"].as_str(), job["attempt"].as_u64()),
-        (Some("available"), Some(0))
+        (
+            job["state"].as_str(),
+            job["attempt"].as_u64(),
+            job["max_attempts"].as_u64()
+        ),
+        (Some("available"), Some(2), Some(4))
     );
+}
+
+/// A row another producer wrote with an id that is not a job id does not wedge the worker:
+/// the good jobs beside it run, the bad row is dead-lettered with the decode error, and
+/// SIGTERM stops the worker within its grace period.
+#[test]
+fn a_bad_row_is_dead_lettered_and_sigterm_still_stops_the_worker() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("conveyor.toml"),
+        "[worker]\npoll_interval = \"50ms\"\nshutdown_grace = \"5s\"\n",
+    )
+    .expect("write config");
+    let good: Vec<String> = (0..2)
+        .map(|_| sandbox.run(&["enqueue", "noop"]).ok().to_string())
+        .collect();
+    let db = rusqlite::Connection::open(sandbox.path("jobs.db")).expect("open the file");
+    db.execute(
+        "INSERT INTO jobs (id, kind, queue, payload, state, max_attempts, run_at, created_at) \
+         VALUES ('job-42', 'noop', 'default', '{}', 'available', 3, 0, 0)",
+        [],
+    )
+    .expect("insert a row as another producer would");
+    drop(db);
+    let log = std::fs::File::create(sandbox.path("worker.log")).expect("log file");
+    let worker = sandbox
+        .command(&["worker", "--concurrency", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn worker");
+    let mut worker = Background(worker);
+    for id in &good {
+        sandbox.wait_for_state(id, "completed");
+    }
+    let dead = sandbox.run(&["dlq", "list", "--json"]).json();
+    let error = dead[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("column id") && error.contains("job-42"),
+        "{dead}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    // The grace period is 5 s and nothing runs: the worker must be gone well within it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(exit) = worker.0.try_wait().expect("wait for worker") {
+            break exit;
+        }
+        let log = std::fs::read_to_string(sandbox.path("worker.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "worker ignored SIGTERM:\n{log}");
+        std::thread::sleep(POLL);
+    };
+    assert_eq!(exit.code(), Some(0));
 }
