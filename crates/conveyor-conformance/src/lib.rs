@@ -146,6 +146,7 @@ macro_rules! backend_conformance_tests {
             cancel_before_start,
             cancel_while_running,
             idempotency_key_holds_across_handles,
+            idempotency_key_outlives_the_deleted_job,
             same_job_id_is_stored_once,
             priorities_run_high_first,
             stats_are_true_and_purge_removes,

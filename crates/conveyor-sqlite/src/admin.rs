@@ -131,11 +131,22 @@ impl Control for SqliteEngine {
     }
 
     async fn cleanup(&self, before: DateTime<Utc>) -> conveyor_core::Result<u64> {
-        self.write(
-            "DELETE FROM jobs WHERE state IN ('completed', 'cancelled') AND finished_at < ?1",
-            vec![before.timestamp_millis().into()],
-        )
-        .await
+        let keys_before = now_ms() - self.store.config.key_retention_ms();
+        let removed = self
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let removed = tx.execute(
+                    "DELETE FROM jobs WHERE state IN ('completed', 'cancelled') AND finished_at < ?1",
+                    [before.timestamp_millis()],
+                )?;
+                // Keys of jobs deleted longer ago than key_retention may name new jobs now.
+                tx.execute("DELETE FROM retired_keys WHERE retired_at < ?1", [keys_before])?;
+                tx.commit()?;
+                Ok(removed as u64)
+            })
+            .await?;
+        Ok(removed)
     }
 }
 

@@ -29,6 +29,9 @@ pub struct SqliteConfig {
     pub max_payload_bytes: usize,
     /// How long a writer waits for another process's transaction.
     pub busy_timeout: Duration,
+    /// How long the idempotency key of a deleted job (cleanup, purge) still names that job:
+    /// enqueueing the key again within this time answers "duplicate".
+    pub key_retention: Duration,
 }
 
 impl SqliteConfig {
@@ -40,7 +43,13 @@ impl SqliteConfig {
             lease: Duration::from_secs(30),
             max_payload_bytes: conveyor_core::DEFAULT_MAX_PAYLOAD_BYTES,
             busy_timeout: Duration::from_secs(10),
+            key_retention: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+
+    /// [`SqliteConfig::key_retention`] in milliseconds.
+    pub(crate) fn key_retention_ms(&self) -> i64 {
+        i64::try_from(self.key_retention.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
     /// Parses `sqlite://PATH[?option=value&...]`; `sqlite:PATH` is accepted too.
@@ -72,13 +81,16 @@ impl SqliteConfig {
                 "busy_timeout" => {
                     config.busy_timeout = duration(value).map_err(|m| bad(format!("busy_timeout: {m}")))?
                 }
+                "key_retention" => {
+                    config.key_retention = duration(value).map_err(|m| bad(format!("key_retention: {m}")))?
+                }
                 "max_payload_bytes" => {
                     config.max_payload_bytes = value
                         .parse()
                         .map_err(|_| bad(format!("max_payload_bytes must be a number, not {value:?}")))?
                 }
                 _ => return Err(bad(format!(
-                    "unknown option {key:?} (known: synchronous, lease, busy_timeout, max_payload_bytes)"
+                    "unknown option {key:?} (known: synchronous, lease, busy_timeout, key_retention, max_payload_bytes)"
                 ))),
             }
         }

@@ -87,6 +87,7 @@ impl Schedules for SqliteEngine {
 
     async fn fire_due_cron(&self, now: DateTime<Utc>) -> conveyor_core::Result<Vec<JobId>> {
         let max_payload = self.store.config.max_payload_bytes;
+        let key_retention_ms = self.store.config.key_retention_ms();
         let fired = self
             .store
             .run(move |conn| {
@@ -111,7 +112,8 @@ impl Schedules for SqliteEngine {
                         .queue(entry.queue.clone())
                         .idempotency_key(format!("cron:{}:{}", entry.name, tick.timestamp_millis()));
                     let payload = job.validate(max_payload)?;
-                    let out = insert_jobs(&tx, &[(job, payload)], now.timestamp_millis())?;
+                    let at = now.timestamp_millis();
+                    let out = insert_jobs(&tx, &[(job, payload)], at, at - key_retention_ms)?;
                     fired.extend(out.into_iter().filter(|e| !e.duplicate).map(|e| e.id));
                 }
                 tx.commit()?;

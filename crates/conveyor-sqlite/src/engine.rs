@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use conveyor_core::{
     now_ms, Completion, Engine, Enqueued, Fetch, Job, JobId, JobState, NewJob, Renewal, Report,
 };
-use rusqlite::{named_params, params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{
+    named_params, params, Connection, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::claim::claim;
 use tokio::sync::Notify;
@@ -65,6 +67,7 @@ impl SqliteEngine {
 
     async fn insert(&self, jobs: Vec<NewJob>) -> conveyor_core::Result<Vec<Enqueued>> {
         let limit = self.store.config.max_payload_bytes;
+        let key_retention_ms = self.store.config.key_retention_ms();
         let prepared = jobs
             .into_iter()
             .map(|job| job.validate(limit).map(|payload| (job, payload)))
@@ -73,7 +76,8 @@ impl SqliteEngine {
             .store
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let out = insert_jobs(&tx, &prepared, now_ms())?;
+                let now = now_ms();
+                let out = insert_jobs(&tx, &prepared, now, now - key_retention_ms)?;
                 tx.commit()?;
                 Ok(out)
             })
@@ -86,10 +90,12 @@ impl SqliteEngine {
 }
 
 /// Inserts jobs inside the caller's transaction (also used by cron firing).
+/// `keys_since`: keys of jobs deleted at or after this time (ms) still count as taken.
 pub(crate) fn insert_jobs(
     tx: &Transaction<'_>,
     jobs: &[(NewJob, String)],
     now: i64,
+    keys_since: i64,
 ) -> Result<Vec<Enqueued>> {
     let mut insert = tx.prepare_cached(INSERT_JOB)?;
     let mut out = Vec::with_capacity(jobs.len());
@@ -114,6 +120,7 @@ pub(crate) fn insert_jobs(
             backoff,
             job.idempotency_key,
             job.ordering_key,
+            keys_since,
         ])?;
         out.push(if inserted == 1 {
             Enqueued {
@@ -134,8 +141,18 @@ fn existing(tx: &Transaction<'_>, job: &NewJob) -> Result<Enqueued> {
         None => ("id", job.id.to_string()),
     };
     let sql = format!("SELECT id, state FROM jobs WHERE {column} = ?1");
-    let (id, state): (String, String) =
-        tx.query_row(&sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let found: Option<(String, String)> = tx
+        .query_row(&sql, [&value], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // Not in the table: the key named a job deleted within key_retention.
+    let (id, state) = match found {
+        Some(found) => found,
+        None => tx.query_row(
+            "SELECT job_id, state FROM retired_keys WHERE idempotency_key = ?1",
+            [&value],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?,
+    };
     Ok(Enqueued {
         id: crate::rows::job_id(&id)?,
         state: state.parse()?,

@@ -6,8 +6,8 @@ use crate::error::{Result, SqliteError};
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     (
-        "0002_canonical_ids_attempt_budget",
-        include_str!("../migrations/0002_canonical_ids_attempt_budget.sql"),
+        "0002_canonical_ids_attempt_budget_retired_keys",
+        include_str!("../migrations/0002_canonical_ids_attempt_budget_retired_keys.sql"),
     ),
 ];
 

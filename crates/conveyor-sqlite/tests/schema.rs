@@ -68,3 +68,36 @@ async fn rows_written_in_the_documented_format_are_read() {
         "a non-JSON payload is shown as text"
     );
 }
+
+/// A version-1 file (as the first release wrote it) is upgraded in place: ids another producer
+/// stored in another UUID form become canonical, so their jobs can be found and reported.
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("v1.db");
+    let conn = Connection::open(&path).expect("open");
+    conn.execute_batch(conveyor_sqlite::MIGRATIONS[0].1)
+        .expect("schema version 1");
+    conn.pragma_update(None, "user_version", 1)
+        .expect("version");
+    let id: conveyor_core::JobId = "01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c7d".parse().expect("id");
+    conn.execute(
+        "INSERT INTO jobs (id, kind, queue, payload, state, max_attempts, run_at, created_at) \
+         VALUES (?1, 'noop', 'default', '{}', 'available', 3, 0, 0)",
+        [format!("{{{}}}", id.to_string().to_uppercase())],
+    )
+    .expect("insert");
+    drop(conn);
+    let engine = SqliteEngine::open_path(&path).expect("upgrade");
+    let job = engine
+        .job(id)
+        .await
+        .expect("lookup")
+        .expect("found by its canonical id");
+    assert_eq!(job.state, JobState::Available);
+    let version: i64 = Connection::open(&path)
+        .expect("open")
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+}

@@ -39,6 +39,38 @@ pub async fn idempotency_key_holds_across_handles(h: &dyn Harness) {
     assert!(!other.duplicate);
 }
 
+/// The key of a deleted job (purged, or completed and cleaned up) still names that job: a
+/// producer retrying late gets "duplicate", never a second run.
+pub async fn idempotency_key_outlives_the_deleted_job(h: &dyn Harness) {
+    let backend = h.site().await.open().await;
+    let keyed = |key: &str| {
+        NewJob::new("noop", json!({}))
+            .queue("keys")
+            .idempotency_key(key)
+    };
+    let purged = backend.enqueue(keyed("purged")).await.expect("enqueue");
+    assert_eq!(backend.purge_queue("keys").await.expect("purge"), 1);
+    let again = backend.enqueue(keyed("purged")).await.expect("enqueue");
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(again.id, purged.id);
+
+    let done = backend.enqueue(keyed("done")).await.expect("enqueue");
+    let worker = start(&backend, Registry::with_builtins(), test_config());
+    wait_for_state(&backend, done.id, JobState::Completed).await;
+    worker.stop().await;
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert_eq!(backend.cleanup(later).await.expect("cleanup"), 1);
+    assert!(backend.job(done.id).await.expect("lookup").is_none());
+    let again = backend.enqueue(keyed("done")).await.expect("enqueue");
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!((again.id, again.state), (done.id, JobState::Completed));
+    let stats = backend.stats().await.expect("stats");
+    assert!(
+        stats.queue("keys").is_none(),
+        "nothing new was stored: {stats:?}"
+    );
+}
+
 /// A producer retrying with the same job id stores the job once.
 pub async fn same_job_id_is_stored_once(h: &dyn Harness) {
     let backend = h.site().await.open().await;

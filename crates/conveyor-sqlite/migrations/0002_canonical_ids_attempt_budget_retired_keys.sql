@@ -36,3 +36,22 @@ END;
 -- instead of resetting the attempt count, so attempt numbers never repeat and a late report of
 -- an earlier attempt can never match a new lease.
 ALTER TABLE jobs ADD COLUMN attempt_budget INTEGER;
+
+-- The idempotency keys of deleted jobs (cleanup, purge, dead-letter purge, or a DELETE by
+-- another program), with the job they named: for key_retention (default 7 days) after the
+-- delete, enqueueing the same key again still answers "duplicate" with that job, so a producer
+-- retrying late never runs a job twice. Cleanup forgets keys older than that.
+CREATE TABLE retired_keys (
+    idempotency_key TEXT    PRIMARY KEY,
+    job_id          TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    retired_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER jobs_retire_key AFTER DELETE ON jobs
+WHEN OLD.idempotency_key IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO retired_keys (idempotency_key, job_id, state, retired_at)
+    VALUES (OLD.idempotency_key, OLD.id, OLD.state,
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
