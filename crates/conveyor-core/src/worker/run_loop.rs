@@ -190,12 +190,17 @@ impl Loop {
     }
 
     async fn start(&mut self, job: Job, leased_at: Instant) {
+        if self.running.contains_key(&(job.id, job.attempt)) {
+            // An engine must never lease one attempt twice; running it again would double it.
+            tracing::error!(job = %job.id, attempt = job.attempt, "the engine handed out an attempt that already runs here: ignored");
+            return;
+        }
         // The engine handed out a new attempt of a job this worker still runs: the old
         // attempt's lease is gone (it was rescued), so it must stop before the new one runs.
         let superseded: Vec<AttemptKey> = self
             .running
             .keys()
-            .filter(|(id, _)| *id == job.id)
+            .filter(|(id, attempt)| *id == job.id && *attempt < job.attempt)
             .copied()
             .collect();
         if !superseded.is_empty() {
