@@ -262,20 +262,11 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     }
     let offset = message.offset();
     let record = record_of(message);
-    let queue = queue_of(&shared.config, message.topic());
-    let ingest = shared
-        .config
-        .ingest
-        .iter()
-        .find(|i| i.topic == message.topic());
-    let decoded = match ingest {
-        Some(ingest) => ingest.decoder.decode(&record, now_ms()),
-        None => Envelope::from_record(&record, &queue),
-    };
-    let envelope = match decoded {
-        Ok(envelope) => at_level_of(&shared.config, message.topic(), envelope),
+    let envelope = match decode(&shared.config, message.topic(), &record, now_ms()) {
+        Ok(envelope) => envelope,
         Err(err) => {
-            dead_letter_poison(shared, &tp, offset, record, &err).await;
+            let letter = poison_letter(record, &tp, offset, &err);
+            dead_letter_poison(shared, &tp, offset, &letter, &err).await;
             shared.state().skip(&tp, offset);
             return;
         }
@@ -293,25 +284,41 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     }
 }
 
-/// A record that is not a job goes to the dead-letter topic with the decode error; retried
-/// until the broker takes it, so a poison record is never silently dropped.
-async fn dead_letter_poison(
-    shared: &Shared,
-    tp: &Tp,
-    offset: i64,
-    mut record: Record,
-    err: &Error,
-) {
+/// The job a record read from `topic` carries: decoded by the topic's ingest entry, else as
+/// Conveyor's envelope, at the priority of the topic's level. Pure (no client), so what a
+/// hostile or malformed record becomes is tested without a broker (`decode_props.rs`).
+pub(crate) fn decode(
+    config: &KafkaConfig,
+    topic: &str,
+    record: &Record,
+    now_ms: i64,
+) -> Result<Envelope, Error> {
+    let decoded = match config.ingest.iter().find(|i| i.topic == topic) {
+        Some(ingest) => ingest.decoder.decode(record, now_ms),
+        None => Envelope::from_record(record, &queue_of(config, topic)),
+    };
+    decoded.map(|envelope| at_level_of(config, topic, envelope))
+}
+
+/// The dead letter of a record that is not a job: the record as it was read, with the
+/// provenance headers and the decode error (which names the field) as its error message.
+pub(crate) fn poison_letter(mut record: Record, tp: &Tp, offset: i64, err: &Error) -> Record {
     provenance(
         &mut record,
         tp,
         offset,
         &format!("undecodable record: {err}"),
     );
+    record
+}
+
+/// A poison letter goes to the dead-letter topic; retried until the broker takes it, so a
+/// poison record is never silently dropped.
+async fn dead_letter_poison(shared: &Shared, tp: &Tp, offset: i64, letter: &Record, err: &Error) {
     let dead = shared.config.topics.dead();
     let mut delay = Duration::from_millis(100);
     loop {
-        match shared.producer.send(&dead, &record).await {
+        match shared.producer.send(&dead, letter).await {
             Ok(_) => {
                 tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %err, "undecodable record dead-lettered");
                 return;
