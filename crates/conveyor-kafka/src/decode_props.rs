@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::envelope::{header, Envelope, Record};
 use crate::ingest::{Format, IngestDecoder, Zone};
 use crate::inspect::dead_letter;
-use crate::intake::{decode, poison_letter};
+use crate::intake::{decode, poison_letter, read_message};
 use crate::session::to_job;
 use crate::state::{Lane, Pending, State, Tp};
 use crate::{Error, Ingest, KafkaConfig, Level};
@@ -1056,6 +1056,76 @@ fn numbers_at_their_limits_take_the_engine_path() {
         check_job(&envelope, "conveyor.queue.default");
         check_record(&record);
     }
+}
+
+/// A header name that is not UTF-8, which producers in other languages can send (Kafka's
+/// header names are bytes to librdkafka): rdkafka 0.39 panics reading it, so the intake reads
+/// around it and dead-letters the record with an error naming the header.
+#[test]
+fn a_header_name_that_is_not_utf8_is_a_dead_letter_not_a_panic() {
+    use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_headers_t};
+    use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    let text = |key, value| Header {
+        key,
+        value: Some(value),
+    };
+    let headers = OwnedHeaders::new()
+        .insert(text(header::VERSION, "1"))
+        .insert(text(header::ID, "01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c7d"))
+        .insert(text(header::KIND, "noop"));
+    // rdkafka's safe API only takes `&str` names; the bytes go in through librdkafka's own
+    // function, as a consumer would receive them.
+    let native = (headers.as_borrowed() as *const BorrowedHeaders)
+        .cast_mut()
+        .cast::<rd_kafka_headers_t>();
+    let (name, value) = (b"x-\xff\xfe", b"v");
+    // SAFETY: `as_borrowed` is the address of the librdkafka headers object `headers` owns
+    // (rdkafka makes its `BorrowedHeaders` by this very cast), which lives to the end of the
+    // test; librdkafka copies the name and value it is given.
+    let added = unsafe {
+        rd_kafka_header_add(
+            native,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    assert_eq!(added as i32, 0, "librdkafka took the header");
+    let headers = headers.insert(text(header::QUEUE, "mail"));
+    let message = OwnedMessage::new(
+        Some(b"{}".to_vec()),
+        Some(b"key".to_vec()),
+        "conveyor.queue.default".into(),
+        Timestamp::NotAvailable,
+        0,
+        7,
+        Some(headers),
+    );
+
+    let (record, unreadable) = read_message(&message);
+    let err = unreadable.expect("the unreadable header is reported");
+    assert_eq!(
+        err.to_string(),
+        "invalid field `header #3`: the name is not UTF-8, so the header cannot be read \
+         (left out of this record)"
+    );
+    let names: Vec<&str> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [header::VERSION, header::ID, header::KIND, header::QUEUE],
+        "the headers around it are read"
+    );
+    assert_eq!(record.value.as_deref(), Some(&b"{}"[..]));
+    let letter = poison_letter(record, &(Arc::from("conveyor.queue.default"), 0), 7, &err);
+    let message_header = letter.header(header::ERROR_MESSAGE).and_then(Result::ok);
+    assert!(
+        message_header.is_some_and(|m| m.contains("`header #3`") && m.contains("not UTF-8")),
+        "{letter:?}"
+    );
+    // Reading for inspection shows the readable part.
+    assert_eq!(crate::record_of(&message).headers.len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------
