@@ -213,12 +213,6 @@ fn check_decoders(record: &Record) {
             }
         }
     }
-    assert_eq!(
-        Envelope::from_record(record, "default").is_ok(),
-        IngestDecoder::new(Format::Conveyor, "default")
-            .decode(record, NOW)
-            .is_ok()
-    );
 }
 
 /// A config with a topic of every kind the intake reads: queue topics of each level, a retry
@@ -1364,11 +1358,13 @@ fn fuzz_decoders() {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     println!("fuzz-decoders: seed {seed}, {seconds} s");
-    let mut seed_bytes = [0u8; 32];
+    // XorShift, not proptest's default ChaCha: a fifth of a run went into ChaCha's rounds.
+    let mut seed_bytes = [0u8; 16];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    seed_bytes[8..].copy_from_slice(&(!seed).to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+        TestRng::from_seed(RngAlgorithm::XorShift, &seed_bytes),
     );
     let mut rng = Rng(seed);
     let gen = Generators {
