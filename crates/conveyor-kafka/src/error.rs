@@ -20,7 +20,7 @@ pub enum Error {
         message: String,
     },
     /// The envelope version is newer than this build understands.
-    #[error("envelope version {0} is not supported (this build reads version 1)")]
+    #[error("envelope version {0:?} in header `conveyor-version` is not supported (this build reads version 1)")]
     Version(String),
     /// The Kafka client failed (broker unreachable, delivery timed out, ...).
     #[error("kafka: {0}")]

@@ -1,6 +1,7 @@
 //! Reading records into a session: one group consumer per [`Lane`], its rebalance callbacks,
 //! and the poll loop that decodes records into jobs (or dead-letters what is not a job).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -261,21 +262,16 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         return;
     }
     let offset = message.offset();
-    let record = record_of(message);
-    let queue = queue_of(&shared.config, message.topic());
-    let ingest = shared
-        .config
-        .ingest
-        .iter()
-        .find(|i| i.topic == message.topic());
-    let decoded = match ingest {
-        Some(ingest) => ingest.decoder.decode(&record, now_ms()),
-        None => Envelope::from_record(&record, &queue),
+    let (record, unreadable) = read_message(message);
+    let decoded = match unreadable {
+        Some(err) => Err(err),
+        None => decode(&shared.config, message.topic(), &record, now_ms()),
     };
     let envelope = match decoded {
-        Ok(envelope) => at_level_of(&shared.config, message.topic(), envelope),
+        Ok(envelope) => envelope,
         Err(err) => {
-            dead_letter_poison(shared, &tp, offset, record, &err).await;
+            let letter = poison_letter(record, &tp, offset, &err);
+            dead_letter_poison(shared, &tp, offset, &letter, &err).await;
             shared.state().skip(&tp, offset);
             return;
         }
@@ -293,25 +289,41 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     }
 }
 
-/// A record that is not a job goes to the dead-letter topic with the decode error; retried
-/// until the broker takes it, so a poison record is never silently dropped.
-async fn dead_letter_poison(
-    shared: &Shared,
-    tp: &Tp,
-    offset: i64,
-    mut record: Record,
-    err: &Error,
-) {
+/// The job a record read from `topic` carries: decoded by the topic's ingest entry, else as
+/// Conveyor's envelope, at the priority of the topic's level. Pure (no client), so what a
+/// hostile or malformed record becomes is tested without a broker (`decode_props.rs`).
+pub(crate) fn decode(
+    config: &KafkaConfig,
+    topic: &str,
+    record: &Record,
+    now_ms: i64,
+) -> Result<Envelope, Error> {
+    let decoded = match config.ingest.iter().find(|i| i.topic == topic) {
+        Some(ingest) => ingest.decoder.decode(record, now_ms),
+        None => Envelope::from_record(record, &queue_of(config, topic)),
+    };
+    decoded.map(|envelope| at_level_of(config, topic, envelope))
+}
+
+/// The dead letter of a record that is not a job: the record as it was read, with the
+/// provenance headers and the decode error (which names the field) as its error message.
+pub(crate) fn poison_letter(mut record: Record, tp: &Tp, offset: i64, err: &Error) -> Record {
     provenance(
         &mut record,
         tp,
         offset,
         &format!("undecodable record: {err}"),
     );
+    record
+}
+
+/// A poison letter goes to the dead-letter topic; retried until the broker takes it, so a
+/// poison record is never silently dropped.
+async fn dead_letter_poison(shared: &Shared, tp: &Tp, offset: i64, letter: &Record, err: &Error) {
     let dead = shared.config.topics.dead();
     let mut delay = Duration::from_millis(100);
     loop {
-        match shared.producer.send(&dead, &record).await {
+        match shared.producer.send(&dead, letter).await {
             Ok(_) => {
                 tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %err, "undecodable record dead-lettered");
                 return;
@@ -344,21 +356,51 @@ pub(crate) fn provenance(record: &mut Record, (topic, partition): &Tp, offset: i
     );
 }
 
-/// A consumed message as a [`Record`].
+/// A consumed message as a [`Record`], for reading (inspection, tests). A header whose name
+/// cannot be read (see [`read_message`]) is left out; the engine dead-letters such a record.
 pub fn record_of<M: Message>(message: &M) -> Record {
-    let headers = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
+    read_message(message).0
+}
+
+/// A consumed message as a [`Record`], and why it is not a faithful copy when it is not.
+///
+/// librdkafka hands header names over as C strings, and rdkafka (0.39, `BorrowedHeaders::
+/// try_get`) panics on a name that is not UTF-8: a producer could stop a lane's poll loop for
+/// good with one such header (the panic ends the loop's task, the worker keeps running and
+/// reads nothing more). So each header is read on its own, and a panic in reading it is caught:
+/// the header is left out and the error says which one (its name cannot be shown). The job
+/// is not run without it: a header Conveyor cannot read is one it cannot forward to a retry
+/// tier either, so the record goes to the dead-letter topic where it can be seen.
+pub(crate) fn read_message<M: Message>(message: &M) -> (Record, Option<Error>) {
+    let mut headers = Vec::new();
+    let mut unreadable = Vec::new();
+    if let Some(all) = message.headers() {
+        for index in 0..all.count() {
+            let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                all.try_get(index)
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+            }));
+            match read {
+                Ok(Some(header)) => headers.push(header),
+                // Out of range: the client said there are `count()`; nothing to read.
+                Ok(None) => {}
+                Err(_) => unreadable.push(index),
+            }
+        }
+    }
+    let error = (!unreadable.is_empty()).then(|| {
+        let list: Vec<String> = unreadable.iter().map(|i| format!("#{i}")).collect();
+        Error::invalid(
+            format!("header {}", list.join(", ")),
+            "the name is not UTF-8, so the header cannot be read (left out of this record)",
+        )
+    });
+    let record = Record {
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
         headers,
-    }
+    };
+    (record, error)
 }
 
 /// A job read from the high or low topic without a priority (no `conveyor-priority` header:

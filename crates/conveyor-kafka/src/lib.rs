@@ -5,6 +5,8 @@
 //! Everything here is pure (no broker connection), so the formats are guarded by fixture tests.
 
 mod config;
+#[cfg(test)]
+mod decode_props;
 mod engine;
 pub mod envelope;
 mod error;

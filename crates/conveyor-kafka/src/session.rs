@@ -202,14 +202,18 @@ impl Drop for Session {
     }
 }
 
-fn to_job(pending: Pending) -> Job {
+/// The job a worker gets for a handed-out record: on its next attempt.
+pub(crate) fn to_job(pending: Pending) -> Job {
     let e = pending.envelope;
     Job {
         id: e.id,
         kind: e.kind,
         queue: e.queue,
         payload: e.payload,
-        attempt: e.attempt + 1,
+        // A record may claim any number of attempts made: `+ 1` on u32::MAX panicked in the
+        // worker's exchange (debug builds) or started over at attempt 0 (release). At the limit
+        // the job runs once more and dead-letters if it fails, as past `max_attempts`.
+        attempt: e.attempt.saturating_add(1),
         max_attempts: e.max_attempts,
         timeout: e.timeout,
         backoff: e.backoff,

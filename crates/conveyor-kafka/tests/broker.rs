@@ -266,6 +266,75 @@ async fn urgent_jobs_overtake_a_backlog_and_low_ones_wait_for_it() {
         .all(|r| text(r, header::PRIORITY) == "10" && r.key.is_some()));
 }
 
+/// A header name that is not UTF-8 (any bytes are valid on the wire): rdkafka 0.39 panics
+/// reading it, which ended the lane's poll loop, so the job behind it never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_is_dead_lettered_and_the_lane_keeps_reading() {
+    use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_headers_t};
+    use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let (config, engine) = connect(1).await;
+    let queue_topic = config.topics.queue("default");
+    let producer = Producer::new(&config).expect("producer");
+    producer
+        .ensure_topics(std::slice::from_ref(&queue_topic))
+        .await
+        .expect("topic");
+    let headers = OwnedHeaders::new().insert(Header {
+        key: header::VERSION,
+        value: Some("1"),
+    });
+    let native = (headers.as_borrowed() as *const BorrowedHeaders)
+        .cast_mut()
+        .cast::<rd_kafka_headers_t>();
+    let (name, value) = (b"x-\xff", b"v");
+    // SAFETY: `as_borrowed` is the address of the librdkafka headers object `headers` owns
+    // (rdkafka makes its `BorrowedHeaders` by this very cast), alive until it is sent;
+    // librdkafka copies the name and value it is given.
+    let added = unsafe {
+        rd_kafka_header_add(
+            native,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    assert_eq!(added as i32, 0, "librdkafka took the header");
+    let raw: FutureProducer = conveyor_kafka::producer::client_config(&config, |_| {})
+        .create()
+        .expect("raw producer");
+    raw.send(
+        FutureRecord::<[u8], [u8]>::to(&queue_topic)
+            .payload(&b"{}"[..])
+            .headers(headers),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produce the record");
+    let good = engine
+        .enqueue(NewJob::new("noop", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let mut worker = run(&engine, Registry::with_builtins(), test_config());
+    worker.until_completed(&[good]).await;
+    worker.stop().await;
+    let dead = read_topic(&config, &config.topics.dead(), 1).await;
+    assert_eq!(dead.len(), 1);
+    let error = text(&dead[0], header::ERROR_MESSAGE);
+    assert!(
+        error.contains("`header #1`") && error.contains("not UTF-8"),
+        "{error}"
+    );
+    assert_eq!(
+        text(&dead[0], header::VERSION),
+        "1",
+        "readable headers are kept"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     let (config, engine) = connect(1).await;
