@@ -118,11 +118,39 @@ impl ConsumerContext for LaneContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let assigned = partitions(list);
             tracing::info!(partitions = assigned.len(), lane = ?self.lane, "partitions assigned");
-            self.shared.state().assign(&assigned, self.lane);
+            let positions = starting_positions(consumer, list);
+            let mut state = self.shared.state();
+            state.assign(&assigned, self.lane);
+            for (tp, position) in positions {
+                state.start_at(&tp, position);
+            }
+        }
+    }
+}
+
+/// Where the consumer starts reading newly assigned partitions: their committed offsets (a
+/// partition without one starts at the log's start, whatever it is then: none is given). A
+/// first record above that position means the broker skipped the records in between.
+fn starting_positions(
+    consumer: &BaseConsumer<LaneContext>,
+    list: &TopicPartitionList,
+) -> Vec<(Tp, i64)> {
+    match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
+        Ok(committed) => committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(position) => Some(((Arc::from(e.topic()), e.partition()), position)),
+                _ => None,
+            })
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the committed offsets of assigned partitions: a skip at their start goes unnoticed");
+            Vec::new()
         }
     }
 }
@@ -192,6 +220,8 @@ pub(crate) async fn poll_loop(
 ) {
     let timer = &shared.timers[lane as usize];
     let mut next_due: Option<i64> = None;
+    let mut idle_check = tokio::time::interval(Duration::from_millis(IDLE_MS as u64 / 2));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sleep = async {
             match next_due {
@@ -205,6 +235,7 @@ pub(crate) async fn poll_loop(
             _ = stop.changed() => return,
             _ = sleep => {}
             _ = timer.notified() => {}
+            _ = idle_check.tick() => check_idle(consumer.as_ref(), &shared, lane),
             // Back-pressure: while the buffer is full, records stay in the client. The loop
             // keeps running (and librdkafka keeps the group membership alive in its own thread).
             message = consumer.recv(), if shared.state().buffered(lane) < MAX_BUFFERED => match message {
@@ -219,6 +250,10 @@ pub(crate) async fn poll_loop(
                 }
             },
         }
+        let refetches = shared.state().take_refetches(lane);
+        for (tp, from) in refetches {
+            refetch(consumer.as_ref(), &shared, &tp, from);
+        }
         next_due = shared.state().release_due(now_ms());
         shared.waker.notify_waiters();
         let layout = &shared.config.topics;
@@ -229,6 +264,58 @@ pub(crate) async fn poll_loop(
         set_paused(consumer.as_ref(), &pause, true);
         set_paused(consumer.as_ref(), &resume, false);
     }
+}
+
+/// How long a partition gives no record before its consumer compares what it was given with
+/// the broker's log end (records skipped at the tail), in ms.
+const IDLE_MS: i64 = 2000;
+
+/// Seeks `tp` back to `from`: the broker skipped records there (docs/kafka-engine.md, "Records
+/// the broker skips"). Offsets given again are ignored, so nothing runs twice.
+fn refetch(consumer: &LaneConsumer, shared: &Shared, tp: &Tp, from: i64) {
+    tracing::warn!(topic = %tp.0, partition = tp.1, from, "offsets were never given by the broker: fetching the partition again from the first one missing");
+    if let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(from), Duration::from_secs(1)) {
+        tracing::warn!(error = %err, topic = %tp.0, partition = tp.1, "cannot seek to re-fetch; trying again");
+        shared.state().refetch_failed(tp, from);
+    }
+}
+
+/// For `lane`'s partitions that gave nothing for a while: ends re-fetches that read all there
+/// was, and re-fetches a tail the broker skipped (the log end, cached from the last fetch
+/// answer, is past the last record given).
+fn check_idle(consumer: &LaneConsumer, shared: &Shared, lane: Lane) {
+    let idle = shared.state().idle_partitions(lane, now_ms(), IDLE_MS);
+    for tp in idle {
+        let Some(log_end) = cached_log_end(consumer, &tp) else {
+            continue;
+        };
+        let seek_to = shared.state().idle(&tp, log_end);
+        if let Some(from) = seek_to {
+            refetch(consumer, shared, &tp, from);
+        }
+    }
+}
+
+/// The log end of `tp` as the consumer's last fetch answer gave it, without asking the broker
+/// (rust-rdkafka only wraps the query that asks it: one request per idle partition per second
+/// would load a broker that serves one request at a time).
+fn cached_log_end(consumer: &LaneConsumer, tp: &Tp) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.0.as_bytes()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime (borrowed here), the
+    // topic is a NUL-terminated string that outlives the call, and librdkafka only writes the
+    // two integers it is given.
+    let code = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.1,
+            &mut low,
+            &mut high,
+        )
+    };
+    (code == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// Pauses (stops fetching) or resumes partitions. A failure is logged: the partition was
@@ -262,6 +349,11 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         return;
     }
     let offset = message.offset();
+    if shared.state().is_repeat(&tp, offset) {
+        // Given before (the broker sent it twice, or a re-fetch read it again): it runs or ran.
+        tracing::debug!(topic = %tp.0, partition = tp.1, offset, "record given again: ignored");
+        return;
+    }
     let (record, unreadable) = read_message(message);
     let decoded = match unreadable {
         Some(err) => Err(err),

@@ -7,6 +7,7 @@
 mod config;
 #[cfg(test)]
 mod decode_props;
+pub mod delivery;
 mod engine;
 pub mod envelope;
 mod error;

@@ -3,31 +3,75 @@
 //! Kafka's committed offset means "everything before this is done". With jobs of one partition
 //! running concurrently and finishing in any order, the commit may only move up to the lowest
 //! unfinished offset (the Confluent Parallel Consumer's rule); finished offsets above it wait.
+//! Nor may it pass an offset the consumer was never given ([`Delivered`]): a broker that skips
+//! records would otherwise have them committed without ever running.
 
 use std::collections::BTreeSet;
+
+use crate::delivery::{Delivered, Seen};
 
 /// Offsets of one partition handed out and not yet finished.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionOffsets {
     /// Offsets handed out, not finished.
     unfinished: BTreeSet<i64>,
-    /// One past the highest offset seen.
-    next: Option<i64>,
+    /// The offsets the consumer was given: gaps, repeats, and one past the highest.
+    delivered: Delivered,
     /// The last offset committed (the position), to skip redundant commits.
     committed: Option<i64>,
 }
 
 impl PartitionOffsets {
-    /// Records that `offset` was read and its job is not finished.
-    pub fn started(&mut self, offset: i64) {
-        self.unfinished.insert(offset);
-        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    /// Bookkeeping for a partition the consumer reads from `position` on (its committed
+    /// offset): a first record above it means the records in between were skipped.
+    pub fn starting_at(position: i64) -> Self {
+        PartitionOffsets {
+            delivered: Delivered::starting_at(position),
+            ..PartitionOffsets::default()
+        }
     }
 
-    /// Records that `offset` was read and needs no work (a decode error already dead-lettered,
-    /// a duplicate): it counts as finished at once.
-    pub fn skipped(&mut self, offset: i64) {
-        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    /// Records that the consumer gave `offset` and its job is not finished. [`Seen::Repeat`]
+    /// when it was given before (its job runs or ran already): then nothing is recorded and
+    /// the record must be ignored.
+    pub fn started(&mut self, offset: i64) -> Seen {
+        let seen = self.delivered.seen(offset);
+        if seen == Seen::New {
+            self.unfinished.insert(offset);
+        }
+        seen
+    }
+
+    /// Records that the consumer gave `offset` and it needs no work (a decode error already
+    /// dead-lettered, a duplicate): it counts as finished at once. [`Seen::Repeat`] when it was
+    /// given before.
+    pub fn skipped(&mut self, offset: i64) -> Seen {
+        self.delivered.seen(offset)
+    }
+
+    /// Where to seek the partition back to, when offsets were skipped by the broker.
+    pub fn take_refetch(&mut self) -> Option<i64> {
+        self.delivered.take_refetch()
+    }
+
+    /// The consumer has been given nothing for a while (not paused), and the broker's log end
+    /// is `log_end`: a re-fetch under way is over; returns where to seek when the tail was
+    /// skipped (see [`Delivered::tail_refetch`]).
+    pub fn idle(&mut self, log_end: i64) -> Option<i64> {
+        self.delivered.at_end();
+        self.delivered
+            .tail_refetch(log_end)
+            .or_else(|| self.delivered.take_refetch())
+    }
+
+    /// The seek for the re-fetch from `from` failed: it is asked for again.
+    pub fn refetch_failed(&mut self, from: i64) {
+        self.delivered.refetch_failed(from);
+    }
+
+    /// True when `offset` was given before (its job runs or ran: the record is ignored).
+    pub fn is_repeat(&self, offset: i64) -> bool {
+        self.delivered.is_repeat(offset)
     }
 
     /// Records that the job at `offset` finished (its outcome is durable elsewhere).
@@ -40,10 +84,15 @@ impl PartitionOffsets {
         self.unfinished.len()
     }
 
-    /// The position that may be committed now: the lowest unfinished offset, or one past the
-    /// highest seen when all are finished.
+    /// The position that may be committed now: the lowest unfinished or never given offset,
+    /// or one past the highest given when all are finished.
     pub fn committable(&self) -> Option<i64> {
-        self.unfinished.first().copied().or(self.next)
+        let unfinished = self.unfinished.first().copied();
+        let missing = self.delivered.first_missing();
+        match (unfinished, missing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b).or(self.delivered.next()),
+        }
     }
 
     /// The position to commit if it moved since the last commit; marks it committed.
@@ -76,6 +125,28 @@ mod tests {
         p.finished(14);
         p.finished(13);
         assert_eq!(p.take_commit(), Some(15));
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_commit_never_passes_an_offset_not_given_and_repeats_run_nothing() {
+        let mut p = PartitionOffsets::starting_at(0);
+        assert_eq!(p.started(0), Seen::New);
+        p.finished(0);
+        assert_eq!(
+            p.started(3),
+            Seen::New,
+            "1 and 2 were skipped by the broker"
+        );
+        p.finished(3);
+        assert_eq!(p.committable(), Some(1));
+        assert_eq!(p.take_refetch(), Some(1));
+        assert_eq!(p.started(1), Seen::New);
+        assert_eq!(p.skipped(2), Seen::New);
+        assert_eq!(p.started(3), Seen::Repeat, "3 ran already");
+        assert_eq!(p.committable(), Some(1), "1 still runs");
+        p.finished(1);
+        assert_eq!(p.committable(), Some(4));
         assert_eq!(p.in_flight(), 0);
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use conveyor_core::JobId;
 
+use crate::delivery::Seen;
 use crate::offsets::PartitionOffsets;
 use crate::Envelope;
 
@@ -43,6 +44,9 @@ pub(crate) struct Pending {
 /// What happened to an accepted record.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Accepted {
+    /// The consumer gave this offset before (a broker's re-delivery): its job runs or ran
+    /// already, so the record is ignored.
+    Repeat,
     /// Ready to hand out.
     Ready,
     /// Waits behind an earlier job of its ordering key.
@@ -102,10 +106,10 @@ impl State {
     /// Takes in a record's job.
     pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
         self.last_read.insert(pending.tp.clone(), now_ms);
-        self.offsets
-            .entry(pending.tp.clone())
-            .or_default()
-            .started(pending.offset);
+        let offsets = self.offsets.entry(pending.tp.clone()).or_default();
+        if offsets.started(pending.offset) == Seen::Repeat {
+            return Accepted::Repeat;
+        }
         if let Some(queue) = self.delayed.get_mut(&pending.tp).filter(|q| !q.is_empty()) {
             let due_ms = queue
                 .front()
@@ -126,7 +130,58 @@ impl State {
 
     /// Records whose offset is done without running (dead-lettered at decode).
     pub fn skip(&mut self, tp: &Tp, offset: i64) {
-        self.offsets.entry(tp.clone()).or_default().skipped(offset);
+        let _ = self.offsets.entry(tp.clone()).or_default().skipped(offset);
+    }
+
+    /// True when the consumer gave `offset` of `tp` before: the record is ignored.
+    pub fn is_repeat(&self, tp: &Tp, offset: i64) -> bool {
+        self.offsets.get(tp).is_some_and(|o| o.is_repeat(offset))
+    }
+
+    /// The consumer of a newly assigned partition reads it from `position` (its committed
+    /// offset): a first record above it means the broker skipped the ones in between.
+    pub fn start_at(&mut self, tp: &Tp, position: i64) {
+        self.offsets
+            .insert(tp.clone(), PartitionOffsets::starting_at(position));
+    }
+
+    /// Partitions of `lane` whose consumer must seek back to re-fetch offsets it was never
+    /// given, with the offset to seek to.
+    pub fn take_refetches(&mut self, lane: Lane) -> Vec<(Tp, i64)> {
+        let assigned = &self.assigned;
+        self.offsets
+            .iter_mut()
+            .filter(|(tp, _)| assigned.get(*tp) == Some(&lane))
+            .filter_map(|(tp, o)| o.take_refetch().map(|at| (tp.clone(), at)))
+            .collect()
+    }
+
+    /// A seek asked for by [`State::take_refetches`] failed: it is asked for again.
+    pub fn refetch_failed(&mut self, tp: &Tp, from: i64) {
+        if let Some(offsets) = self.offsets.get_mut(tp) {
+            offsets.refetch_failed(from);
+        }
+    }
+
+    /// Partitions of `lane`, not paused, that gave no record for `idle_ms`.
+    pub fn idle_partitions(&self, lane: Lane, now_ms: i64, idle_ms: i64) -> Vec<Tp> {
+        self.assigned
+            .iter()
+            .filter(|(tp, l)| **l == lane && !self.paused.contains(*tp))
+            .filter(|(tp, _)| {
+                self.last_read
+                    .get(*tp)
+                    .is_none_or(|t| now_ms - t >= idle_ms)
+            })
+            .filter(|(tp, _)| self.offsets.contains_key(*tp))
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// `tp` has been idle, and the broker's log end is `log_end`: where to seek, if records
+    /// were skipped (see [`PartitionOffsets::idle`]).
+    pub fn idle(&mut self, tp: &Tp, log_end: i64) -> Option<i64> {
+        self.offsets.get_mut(tp)?.idle(log_end)
     }
 
     fn admit(&mut self, pending: Pending) -> Accepted {

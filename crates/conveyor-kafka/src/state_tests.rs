@@ -326,3 +326,37 @@ fn a_low_priority_backlog_yields_to_any_busy_normal_partition_and_never_pauses_o
         "and resumes once no normal partition gave a record for a while"
     );
 }
+
+/// A broker that skips records (a forward gap) and then gives a range again (a backward
+/// jump), as tansu's memory storage did under load: the commit never passes the gap, the
+/// partition is re-fetched from it, and no record runs twice.
+#[test]
+fn a_gap_holds_the_commit_and_a_repeat_runs_nothing_twice() {
+    let mut s = State::default();
+    s.assign(&[tp(0)], Lane::Fresh);
+    s.start_at(&tp(0), 0);
+    let jobs: Vec<Pending> = (0..8).map(|o| pending(0, o, None, None)).collect();
+    for o in [0, 1, 2, 6, 7] {
+        assert_eq!(s.accept(jobs[o].clone(), 0), Accepted::Ready);
+    }
+    finish_all(&mut s);
+    assert_eq!(s.commits(), [(tp(0), 3)], "the commit stops at the gap");
+    assert_eq!(s.take_refetches(Lane::Fresh), [(tp(0), 3)]);
+    for (o, job) in jobs.iter().enumerate().skip(3) {
+        let expected = if o < 6 { Accepted::Ready } else { Accepted::Repeat };
+        assert_eq!(s.accept(job.clone(), 0), expected, "offset {o}");
+        assert!(s.is_repeat(&tp(0), o as i64));
+    }
+    assert_eq!(finish_all(&mut s), [3, 4, 5], "only the missing records run");
+    assert_eq!(s.commits(), [(tp(0), 8)]);
+}
+
+/// Hands out every ready job and finishes it; returns their offsets.
+fn finish_all(s: &mut State) -> Vec<i64> {
+    let jobs = s.take(100);
+    for p in &jobs {
+        let p = s.unlease(p.envelope.id).expect("leased");
+        s.finish(&p);
+    }
+    ids(&jobs)
+}
