@@ -169,6 +169,11 @@ impl Delivered {
         self.wanted = Some(from);
     }
 
+    /// True when a re-fetch waits to be taken by [`Delivered::take_refetch`].
+    pub fn wants_refetch(&self) -> bool {
+        self.wanted.is_some()
+    }
+
     /// The offset to seek the partition back to, once per re-fetch; the caller must seek.
     pub fn take_refetch(&mut self) -> Option<i64> {
         let from = self.wanted.take()?;

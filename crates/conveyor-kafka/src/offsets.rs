@@ -49,6 +49,11 @@ impl PartitionOffsets {
         self.delivered.seen(offset)
     }
 
+    /// True when offsets were skipped and the partition must be re-fetched.
+    pub fn wants_refetch(&self) -> bool {
+        self.delivered.wants_refetch()
+    }
+
     /// Where to seek the partition back to, when offsets were skipped by the broker.
     pub fn take_refetch(&mut self) -> Option<i64> {
         self.delivered.take_refetch()

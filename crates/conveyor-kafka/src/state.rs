@@ -78,6 +78,8 @@ pub(crate) struct State {
     assigned: HashMap<Tp, Lane>,
     /// Assigned partitions currently paused.
     paused: HashSet<Tp>,
+    /// Partitions with a re-fetch to ask their consumer for (offsets the broker skipped).
+    refetch_due: HashSet<Tp>,
     /// When each partition last gave a record (ms): only partitions with recent records are
     /// worth protecting by pausing others.
     last_read: HashMap<Tp, i64>,
@@ -107,7 +109,11 @@ impl State {
     pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
         self.last_read.insert(pending.tp.clone(), now_ms);
         let offsets = self.offsets.entry(pending.tp.clone()).or_default();
-        if offsets.started(pending.offset) == Seen::Repeat {
+        let seen = offsets.started(pending.offset);
+        if offsets.wants_refetch() {
+            self.refetch_due.insert(pending.tp.clone());
+        }
+        if seen == Seen::Repeat {
             return Accepted::Repeat;
         }
         if let Some(queue) = self.delayed.get_mut(&pending.tp).filter(|q| !q.is_empty()) {
@@ -130,7 +136,11 @@ impl State {
 
     /// Records whose offset is done without running (dead-lettered at decode).
     pub fn skip(&mut self, tp: &Tp, offset: i64) {
-        let _ = self.offsets.entry(tp.clone()).or_default().skipped(offset);
+        let offsets = self.offsets.entry(tp.clone()).or_default();
+        let _ = offsets.skipped(offset);
+        if offsets.wants_refetch() {
+            self.refetch_due.insert(tp.clone());
+        }
     }
 
     /// True when the consumer gave `offset` of `tp` before: the record is ignored.
@@ -148,18 +158,30 @@ impl State {
     /// Partitions of `lane` whose consumer must seek back to re-fetch offsets it was never
     /// given, with the offset to seek to.
     pub fn take_refetches(&mut self, lane: Lane) -> Vec<(Tp, i64)> {
-        let assigned = &self.assigned;
-        self.offsets
-            .iter_mut()
-            .filter(|(tp, _)| assigned.get(*tp) == Some(&lane))
-            .filter_map(|(tp, o)| o.take_refetch().map(|at| (tp.clone(), at)))
-            .collect()
+        if self.refetch_due.is_empty() {
+            return Vec::new();
+        }
+        let mine: Vec<Tp> = self
+            .refetch_due
+            .iter()
+            .filter(|tp| self.assigned.get(*tp) == Some(&lane))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for tp in mine {
+            self.refetch_due.remove(&tp);
+            if let Some(at) = self.offsets.get_mut(&tp).and_then(|o| o.take_refetch()) {
+                out.push((tp, at));
+            }
+        }
+        out
     }
 
     /// A seek asked for by [`State::take_refetches`] failed: it is asked for again.
     pub fn refetch_failed(&mut self, tp: &Tp, from: i64) {
         if let Some(offsets) = self.offsets.get_mut(tp) {
             offsets.refetch_failed(from);
+            self.refetch_due.insert(tp.clone());
         }
     }
 
@@ -366,6 +388,7 @@ impl State {
         }
         for tp in revoked {
             self.offsets.remove(tp);
+            self.refetch_due.remove(tp);
             self.delayed.remove(tp);
             self.assigned.remove(tp);
             self.paused.remove(tp);

@@ -343,11 +343,19 @@ fn a_gap_holds_the_commit_and_a_repeat_runs_nothing_twice() {
     assert_eq!(s.commits(), [(tp(0), 3)], "the commit stops at the gap");
     assert_eq!(s.take_refetches(Lane::Fresh), [(tp(0), 3)]);
     for (o, job) in jobs.iter().enumerate().skip(3) {
-        let expected = if o < 6 { Accepted::Ready } else { Accepted::Repeat };
+        let expected = if o < 6 {
+            Accepted::Ready
+        } else {
+            Accepted::Repeat
+        };
         assert_eq!(s.accept(job.clone(), 0), expected, "offset {o}");
         assert!(s.is_repeat(&tp(0), o as i64));
     }
-    assert_eq!(finish_all(&mut s), [3, 4, 5], "only the missing records run");
+    assert_eq!(
+        finish_all(&mut s),
+        [3, 4, 5],
+        "only the missing records run"
+    );
     assert_eq!(s.commits(), [(tp(0), 8)]);
 }
 
