@@ -121,13 +121,33 @@ impl Session {
             }
         }
     }
+    /// Stores one job's outcome. A job revoked while it ran (an orphan) reports late: its
+    /// outcome still counts for the copies of it read again since.
     async fn store(&self, report: Report) -> Result<(), Error> {
         let Some(mut pending) = self.shared.state().unlease(report.id) else {
-            return Ok(()); // revoked meanwhile: the new owner runs it again
+            return Ok(()); // unknown: the new owner runs it again
         };
+        let orphan = self.shared.state().is_orphan(report.id);
+        // Records of the job with an attempt below this are done once the outcome is stored.
+        let mut done_below = u32::MAX;
         let sent = match &report.completion {
             Completion::Completed | Completion::Cancelled => Ok(()),
+            Completion::Released if orphan => {
+                self.shared.state().give_up(&pending, None);
+                self.shared.nudge();
+                return Ok(());
+            }
             Completion::Released => return Ok(()), // left uncommitted: the next owner runs it
+            Completion::Retry { at_ms, .. }
+                if orphan && pending.envelope.ordering_key.is_some() =>
+            {
+                // Its record is another assignment's now: a copy read again here (if any)
+                // retries in its place.
+                let retry = Some((report.attempt, *at_ms));
+                self.shared.state().give_up(&pending, retry);
+                self.shared.nudge();
+                return Ok(());
+            }
             Completion::Retry { at_ms, error } if pending.envelope.ordering_key.is_some() => {
                 pending.envelope.attempt = report.attempt;
                 pending.envelope.not_before = Some(*at_ms);
@@ -137,6 +157,8 @@ impl Session {
                 return Ok(());
             }
             Completion::Retry { at_ms, error } => {
+                // The tier record carries `report.attempt`: it is the job's next record.
+                done_below = report.attempt;
                 self.forward(&pending, report.attempt, Some(*at_ms), error)
                     .await
             }
@@ -144,7 +166,7 @@ impl Session {
         };
         match sent {
             Ok(()) => {
-                self.shared.state().finish(&pending);
+                self.shared.state().finish(&pending, done_below);
                 Ok(())
             }
             Err(err) => {
