@@ -407,3 +407,46 @@ async fn a_keyed_job_running_while_its_partition_moves_never_overlaps_its_key() 
         );
     }
 }
+
+/// Jobs that finish while the broker is down: once it is back, the group's position reaches
+/// the log end with the worker idle, and nothing runs twice. (A regression guard for the
+/// commit path, not the proof of the refused-commit fix: librdkafka holds a commit while the
+/// coordinator is unreachable and sends it when it is back, so this passed before that fix
+/// too; `session::tests::a_refused_commit_is_sent_again` has a broker answer with a refusal.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_finished_while_the_broker_is_down_are_committed_once_it_is_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut fleet = Fleet::in_dir(dir.path());
+    let url = url_for(&fleet.broker(&["start"]), "30s");
+    let log = dir.path().join("worker.log");
+    let conveyor = Conveyor::connect(&url).await.expect("connect");
+    let sleeps = (0..6)
+        .map(|i| NewJob::new("sleep", json!({"ms": 3000, "i": i})))
+        .collect();
+    conveyor.dispatch_batch(sleeps).await.expect("enqueue");
+    fleet.spawn_worker_with(&url, &log, &[], "info,conveyor=debug");
+    let started = |log: &Path| {
+        job_events(log, "sleep")
+            .iter()
+            .filter(|(e, _)| e == "started")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || started(&log) == 6),
+        "the jobs never started"
+    );
+    fleet.broker(&["stop"]);
+    // The jobs finish meanwhile; their commits fail.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fleet.broker(&["start"]);
+    let all_done = |q: &conveyor::QueueStats| q.available == 0 && q.completed == 6;
+    let settled = queue_counts(&url, all_done).await;
+    let runs = started(&log);
+    if !(all_done(&settled) && runs == 6) {
+        let kept = dir.keep();
+        panic!(
+            "after the broker came back: {settled:?}, {runs} runs of 6 jobs; logs kept in {}",
+            kept.display()
+        );
+    }
+}

@@ -394,6 +394,24 @@ impl State {
             .collect()
     }
 
+    /// Marks every position to be sent with the next commit, moved or not (see
+    /// `session::RESEND_INTERVAL`).
+    pub fn resend_commits(&mut self) {
+        for offsets in self.offsets.values_mut() {
+            offsets.resend();
+        }
+    }
+
+    /// Commits that failed: their positions are sent again with the next commit (a partition
+    /// revoked meanwhile is not this session's to commit any more).
+    pub fn commit_failed(&mut self, failed: &[(Tp, i64)]) {
+        for (tp, position) in failed {
+            if let Some(offsets) = self.offsets.get_mut(tp) {
+                offsets.commit_failed(*position);
+            }
+        }
+    }
+
     /// Forgets revoked partitions: their jobs run again on the new owner. Returns the last
     /// positions to commit for them.
     ///
