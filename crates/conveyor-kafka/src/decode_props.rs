@@ -171,7 +171,7 @@ fn check_job(envelope: &Envelope, topic: &str) {
     );
     // What the worker computes from the job's fields when it fails must not panic either.
     let _ = job.backoff.unwrap_or_default().delay(job.attempt);
-    state.finish(&taken[0]);
+    state.finish(&taken[0], u32::MAX);
     assert_eq!(
         state.commits(),
         vec![(tp, 6)],

@@ -17,7 +17,8 @@ pub struct PartitionOffsets {
     unfinished: BTreeSet<i64>,
     /// The offsets the consumer was given: gaps, repeats, and one past the highest.
     delivered: Delivered,
-    /// The last offset committed (the position), to skip redundant commits.
+    /// The last position sent in a commit, to skip redundant commits; cleared when that
+    /// commit fails, so the position is sent again.
     committed: Option<i64>,
 }
 
@@ -100,7 +101,8 @@ impl PartitionOffsets {
         }
     }
 
-    /// The position to commit if it moved since the last commit; marks it committed.
+    /// The position to commit if it moved since the last commit (or that commit failed);
+    /// marks it sent.
     pub fn take_commit(&mut self) -> Option<i64> {
         let position = self.committable()?;
         if self.committed == Some(position) {
@@ -108,6 +110,21 @@ impl PartitionOffsets {
         }
         self.committed = Some(position);
         Some(position)
+    }
+
+    /// The next [`PartitionOffsets::take_commit`] returns the position even if it did not
+    /// move (its last commit may have been refused unseen).
+    pub fn resend(&mut self) {
+        self.committed = None;
+    }
+
+    /// The commit of `position` failed (the broker refused it, or never answered): unless a
+    /// later position was sent since, it is sent again with the next commit. Without this an
+    /// idle partition's finished jobs would stay uncommitted and run again after a restart.
+    pub fn commit_failed(&mut self, position: i64) {
+        if self.committed == Some(position) {
+            self.committed = None;
+        }
     }
 }
 
@@ -153,6 +170,21 @@ mod tests {
         p.finished(1);
         assert_eq!(p.committable(), Some(4));
         assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_failed_commit_is_sent_again_unless_a_later_one_went_out() {
+        let mut p = PartitionOffsets::default();
+        p.started(0);
+        p.finished(0);
+        assert_eq!(p.take_commit(), Some(1));
+        p.commit_failed(1);
+        assert_eq!(p.take_commit(), Some(1), "sent again");
+        p.started(1);
+        p.finished(1);
+        assert_eq!(p.take_commit(), Some(2));
+        p.commit_failed(1);
+        assert_eq!(p.take_commit(), None, "position 2 went out after it");
     }
 
     #[test]

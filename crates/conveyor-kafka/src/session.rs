@@ -21,6 +21,15 @@ use crate::{Error, KafkaConfig};
 /// always commit everything finished).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often every position is sent again, whether it moved or not. librdkafka tells the
+/// outcome of a manual asynchronous commit only to an `offset_commit_cb`, which rust-rdkafka
+/// does not set: a refused commit cannot be told from a taken one, and sent once it would stay
+/// refused (an idle partition's finished jobs then ran again after a restart). Sending the
+/// positions again costs one small request per lane this often. (Synchronous commits from a
+/// thread of their own, whose answers are known, were tried: with them one run of the
+/// two-queue broker test saw the retry lane's rebalance stall, not understood yet.)
+const RESEND_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The topics a session reads, per lane (a name starting with `^` is a pattern).
 pub(crate) struct Subscription {
     /// Queue topics of normal and low priority, and ingest topics.
@@ -38,6 +47,8 @@ pub(crate) struct Session {
     stop: watch::Sender<bool>,
     pollers: Mutex<Vec<JoinHandle<()>>>,
     last_commit: Mutex<Instant>,
+    /// When every position was last marked to be sent again (see [`RESEND_INTERVAL`]).
+    last_resend: Mutex<Instant>,
 }
 
 impl Session {
@@ -78,6 +89,7 @@ impl Session {
             stop,
             pollers: Mutex::new(pollers),
             last_commit: Mutex::new(Instant::now()),
+            last_resend: Mutex::new(Instant::now()),
         })
     }
 
@@ -97,7 +109,8 @@ impl Session {
     }
 
     /// Commits finished positions, at most once per [`COMMIT_INTERVAL`]: a commit per
-    /// exchange loads the broker's group coordinator as much as the jobs themselves.
+    /// exchange loads the broker's group coordinator as much as the jobs themselves. Every
+    /// [`RESEND_INTERVAL`] the positions are sent again even if they did not move.
     fn commit_now_and_then(&self) {
         {
             let mut last = self.last_commit.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,6 +118,13 @@ impl Session {
                 return;
             }
             *last = Instant::now();
+        }
+        {
+            let mut last = self.last_resend.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= RESEND_INTERVAL {
+                *last = Instant::now();
+                self.shared.state().resend_commits();
+            }
         }
         self.commit_all(CommitMode::Async);
     }
@@ -117,17 +137,39 @@ impl Session {
             }
             let commits = self.shared.state().commits_of(*lane);
             if let Err(err) = commit(consumer.as_ref(), &commits, mode) {
-                tracing::warn!(error = %err, ?lane, "commit failed; finished jobs may run again");
+                tracing::warn!(error = %err, ?lane, "commit failed; it is sent again");
+                self.shared.state().commit_failed(&commits);
             }
         }
     }
+
+    /// Stores one job's outcome. A job revoked while it ran (an orphan) reports late: its
+    /// outcome still counts for the copies of it read again since.
     async fn store(&self, report: Report) -> Result<(), Error> {
         let Some(mut pending) = self.shared.state().unlease(report.id) else {
-            return Ok(()); // revoked meanwhile: the new owner runs it again
+            return Ok(()); // unknown: the new owner runs it again
         };
+        let orphan = self.shared.state().is_orphan(report.id);
+        // Records of the job with an attempt below this are done once the outcome is stored.
+        let mut done_below = u32::MAX;
         let sent = match &report.completion {
             Completion::Completed | Completion::Cancelled => Ok(()),
+            Completion::Released if orphan => {
+                self.shared.state().give_up(&pending, None);
+                self.shared.nudge();
+                return Ok(());
+            }
             Completion::Released => return Ok(()), // left uncommitted: the next owner runs it
+            Completion::Retry { at_ms, .. }
+                if orphan && pending.envelope.ordering_key.is_some() =>
+            {
+                // Its record is another assignment's now: a copy read again here (if any)
+                // retries in its place.
+                let retry = Some((report.attempt, *at_ms));
+                self.shared.state().give_up(&pending, retry);
+                self.shared.nudge();
+                return Ok(());
+            }
             Completion::Retry { at_ms, error } if pending.envelope.ordering_key.is_some() => {
                 pending.envelope.attempt = report.attempt;
                 pending.envelope.not_before = Some(*at_ms);
@@ -137,6 +179,8 @@ impl Session {
                 return Ok(());
             }
             Completion::Retry { at_ms, error } => {
+                // The tier record carries `report.attempt`: it is the job's next record.
+                done_below = report.attempt;
                 self.forward(&pending, report.attempt, Some(*at_ms), error)
                     .await
             }
@@ -144,7 +188,7 @@ impl Session {
         };
         match sent {
             Ok(()) => {
-                self.shared.state().finish(&pending);
+                self.shared.state().finish(&pending, done_below);
                 Ok(())
             }
             Err(err) => {
@@ -217,5 +261,111 @@ pub(crate) fn to_job(pending: Pending) -> Job {
         max_attempts: e.max_attempts,
         timeout: e.timeout,
         backoff: e.backoff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use conveyor_core::{Completion, NewJob, Report};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use super::{Session, Subscription};
+    use crate::producer::Producer;
+    use crate::{Envelope, KafkaConfig};
+
+    /// The group's committed offset of partition 0 of `topic` (-1 for none).
+    fn committed(config: &KafkaConfig, topic: &str) -> i64 {
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .create()
+            .expect("reader");
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, 0);
+        let got = reader
+            .committed_offsets(list, Duration::from_secs(5))
+            .expect("committed");
+        match got.find_partition(topic, 0).map(|e| e.offset()) {
+            Some(Offset::Offset(at)) => at,
+            _ => -1,
+        }
+    }
+
+    /// A broker that refuses one commit (librdkafka's mock cluster, which can inject an error
+    /// into the next OffsetCommit answer): the position is sent again by a later exchange of
+    /// the idle worker, and the group's committed offset reaches the log end. (Before: the
+    /// refused position counted as committed and nothing sent it again.) A real broker that
+    /// is down does not show it: librdkafka holds the commit until the coordinator is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_commit_is_sent_again() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        let mut config = KafkaConfig::new(mock.bootstrap_servers());
+        config.group = format!("g{}", uuid::Uuid::now_v7().simple());
+        config.session_timeout = Duration::from_secs(6);
+        let topic = config.topics.queue("default");
+        mock.create_topic(&topic, 1, 1).expect("topic");
+        let producer = Arc::new(Producer::new(&config).expect("producer"));
+        let job = NewJob::new("noop", json!({}));
+        let record = Envelope::from_new_job(&job, "{}".into(), 0).to_record();
+        producer.send(&topic, &record).await.expect("produce");
+        let topics = Subscription {
+            fresh: vec![topic.clone()],
+            retry: vec![],
+            urgent: vec![],
+        };
+        let session =
+            Session::start(&config, producer, Arc::new(Notify::new()), &topics).expect("session");
+        let mut taken = Vec::new();
+        for _ in 0..600 {
+            taken = session.exchange(vec![], 1).await.expect("exchange");
+            if !taken.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(taken.len(), 1, "the job was never handed out");
+        // The commit of the position before the job (0) went through first: the refusal
+        // below is for the job's own.
+        let mut position = -1;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            session.exchange(vec![], 0).await.expect("exchange");
+            position = tokio::task::block_in_place(|| committed(&config, &topic));
+            if position == 0 {
+                break;
+            }
+        }
+        assert_eq!(position, 0, "the first commit never went through");
+        mock.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_COMMIT_OFFSET_SIZE],
+        );
+        // Past the commit interval: this exchange commits, and the broker refuses it.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let done = Report {
+            id: taken[0].id,
+            attempt: 1,
+            completion: Completion::Completed,
+        };
+        session.exchange(vec![done], 1).await.expect("report");
+        // The idle worker goes on exchanging, as the runtime does every poll interval.
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            session.exchange(vec![], 1).await.expect("exchange");
+            position = tokio::task::block_in_place(|| committed(&config, &topic));
+            if position == 1 {
+                break;
+            }
+        }
+        session.close().await;
+        assert_eq!(position, 1, "the refused commit was never sent again");
     }
 }

@@ -47,6 +47,12 @@ pub(crate) enum Accepted {
     /// The consumer gave this offset before (a broker's re-delivery): its job runs or ran
     /// already, so the record is ignored.
     Repeat,
+    /// Another record of the same job (the same id) is in this session: this one waits for it
+    /// and is finished with it, without running (a producer's retry, the same id on two
+    /// topics, a record read again while its first copy still runs here).
+    Twin,
+    /// A record of a job that finished here lately (this attempt or a later one): done at once.
+    Done,
     /// Ready to hand out.
     Ready,
     /// Waits behind an earlier job of its ordering key.
@@ -58,6 +64,46 @@ pub(crate) enum Accepted {
 /// Which FIFO a ready job waits in: its priority, lane and queue.
 type ReadyKey = (i32, Lane, String);
 
+/// How many finished job ids a session remembers to tell a late copy of a record from a new
+/// job: a record delivered again after its job finished (a producer's retry that arrives
+/// late, a re-fetched range) is skipped while its id is among the last this many finished.
+const REMEMBERED: usize = 65_536;
+
+/// Job ids that finished lately, each with the attempt below which its records are done:
+/// every record of a finished job, or those before its retry-tier record for a job that went
+/// there (the tier record itself still runs).
+#[derive(Default)]
+struct Finished {
+    below: HashMap<JobId, u32>,
+    order: VecDeque<JobId>,
+}
+
+impl Finished {
+    fn remember(&mut self, id: JobId, below: u32) {
+        match self.below.get_mut(&id) {
+            Some(old) => *old = (*old).max(below),
+            None => {
+                self.below.insert(id, below);
+                self.order.push_back(id);
+            }
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.below.remove(&old);
+            }
+        }
+    }
+
+    fn covers(&self, envelope: &Envelope) -> bool {
+        self.below
+            .get(&envelope.id)
+            .is_some_and(|below| envelope.attempt < *below)
+    }
+}
+
+/// Records of one job waiting for its running (or ready, or held) record: finished with it.
+type Twins = Vec<Pending>;
+
 #[derive(Default)]
 pub(crate) struct State {
     /// Ready jobs, one FIFO per priority, lane and queue: the highest priority goes first, and
@@ -66,7 +112,18 @@ pub(crate) struct State {
     ready: HashMap<ReadyKey, VecDeque<Pending>>,
     /// The keys of `ready` that have jobs, in serving order.
     turns: VecDeque<ReadyKey>,
+    /// Jobs handed out, by id. One record per job id is ever handed out at a time (the worker
+    /// runtime tracks running jobs by id): other records of the job wait in `live`.
     leased: HashMap<JobId, Pending>,
+    /// Every job id with a record in this session (ready, waiting, delayed, handed out or held),
+    /// with the other records of the same job that arrived meanwhile.
+    live: HashMap<JobId, Twins>,
+    /// Handed-out jobs whose partition was revoked while they ran: the worker still runs them
+    /// and reports late. Their ordering key stays busy until then, so a copy read again
+    /// (the partition came back) never runs beside them.
+    orphans: HashSet<JobId>,
+    /// Job ids finished lately.
+    finished: Finished,
     offsets: HashMap<Tp, PartitionOffsets>,
     busy_keys: HashSet<String>,
     waiting: HashMap<String, VecDeque<Pending>>,
@@ -109,13 +166,26 @@ impl State {
     pub fn accept(&mut self, pending: Pending, now_ms: i64) -> Accepted {
         self.last_read.insert(pending.tp.clone(), now_ms);
         let offsets = self.offsets.entry(pending.tp.clone()).or_default();
-        let seen = offsets.started(pending.offset);
+        let done = self.finished.covers(&pending.envelope);
+        let seen = if done {
+            offsets.skipped(pending.offset)
+        } else {
+            offsets.started(pending.offset)
+        };
         if offsets.wants_refetch() {
             self.refetch_due.insert(pending.tp.clone());
         }
         if seen == Seen::Repeat {
             return Accepted::Repeat;
         }
+        if done {
+            return Accepted::Done;
+        }
+        if let Some(twins) = self.live.get_mut(&pending.envelope.id) {
+            twins.push(pending);
+            return Accepted::Twin;
+        }
+        self.live.insert(pending.envelope.id, Vec::new());
         if let Some(queue) = self.delayed.get_mut(&pending.tp).filter(|q| !q.is_empty()) {
             let due_ms = queue
                 .front()
@@ -313,18 +383,71 @@ impl State {
         self.leased.insert(pending.envelope.id, pending);
     }
 
-    /// Marks a job's record finished and lets the next job of its key go.
-    pub fn finish(&mut self, pending: &Pending) {
-        if let Some(offsets) = self.offsets.get_mut(&pending.tp) {
-            offsets.finished(pending.offset);
+    /// True when the job was handed out before its partition was revoked (it reports late).
+    pub fn is_orphan(&self, id: JobId) -> bool {
+        self.orphans.contains(&id)
+    }
+
+    /// Marks a job's record finished, and every other record of the job with it; remembers
+    /// that its records of attempts below `done_below` are done (all of them once the job
+    /// completed or died; those before its retry-tier record when it went there). Lets the next
+    /// job of its key go.
+    pub fn finish(&mut self, pending: &Pending, done_below: u32) {
+        let id = pending.envelope.id;
+        // An orphan's record belongs to an assignment that is over: a copy read again since
+        // (the same offset, maybe) is one of its twins.
+        if !self.orphans.remove(&id) {
+            self.finish_offset(&pending.tp, pending.offset);
         }
+        for twin in self.live.remove(&id).unwrap_or_default() {
+            self.finish_offset(&twin.tp, twin.offset);
+        }
+        self.finished.remember(id, done_below);
         if let Some(key) = &pending.envelope.ordering_key {
-            match self.waiting.get_mut(key).and_then(VecDeque::pop_front) {
-                Some(next) => self.push_ready(next, false),
-                None => {
-                    self.busy_keys.remove(key);
-                    self.waiting.remove(key);
-                }
+            self.next_of_key(key);
+        }
+    }
+
+    /// Gives up a revoked job that reported late without an outcome to store (released, or a
+    /// keyed retry whose record another assignment owns now). A copy of it read again since
+    /// takes its place, with its attempts (`retry`: attempt and due time) so the job goes on
+    /// here; without one, its key goes to the next job.
+    pub fn give_up(&mut self, pending: &Pending, retry: Option<(u32, i64)>) {
+        let id = pending.envelope.id;
+        self.orphans.remove(&id);
+        let mut twins = self.live.remove(&id).unwrap_or_default();
+        if twins.is_empty() {
+            if let Some(key) = &pending.envelope.ordering_key {
+                self.next_of_key(key);
+            }
+            return;
+        }
+        let mut heir = twins.remove(0);
+        self.live.insert(id, twins);
+        // The heir's key (if any) is the orphan's and stays busy: it goes first.
+        match retry {
+            Some((attempt, at_ms)) => {
+                heir.envelope.attempt = attempt;
+                heir.envelope.not_before = Some(at_ms);
+                self.held.push(heir);
+            }
+            None => self.push_ready(heir, true),
+        }
+    }
+
+    fn finish_offset(&mut self, tp: &Tp, offset: i64) {
+        if let Some(offsets) = self.offsets.get_mut(tp) {
+            offsets.finished(offset);
+        }
+    }
+
+    /// The key's active job finished: its next waiting job goes, or the key is free.
+    fn next_of_key(&mut self, key: &str) {
+        match self.waiting.get_mut(key).and_then(VecDeque::pop_front) {
+            Some(next) => self.push_ready(next, false),
+            None => {
+                self.busy_keys.remove(key);
+                self.waiting.remove(key);
             }
         }
     }
@@ -354,8 +477,30 @@ impl State {
             .collect()
     }
 
+    /// Marks every position to be sent with the next commit, moved or not (see
+    /// `session::RESEND_INTERVAL`).
+    pub fn resend_commits(&mut self) {
+        for offsets in self.offsets.values_mut() {
+            offsets.resend();
+        }
+    }
+
+    /// Commits that failed: their positions are sent again with the next commit (a partition
+    /// revoked meanwhile is not this session's to commit any more).
+    pub fn commit_failed(&mut self, failed: &[(Tp, i64)]) {
+        for (tp, position) in failed {
+            if let Some(offsets) = self.offsets.get_mut(tp) {
+                offsets.commit_failed(*position);
+            }
+        }
+    }
+
     /// Forgets revoked partitions: their jobs run again on the new owner. Returns the last
     /// positions to commit for them.
+    ///
+    /// A job handed out from a revoked partition is still running in this worker: it stays
+    /// leased as an orphan, and its ordering key stays busy until it reports, so a copy read
+    /// again (the partition came back) neither runs beside it nor lets the key's next job go.
     pub fn revoke(&mut self, revoked: &[Tp]) -> Vec<(Tp, i64)> {
         let gone: HashSet<&Tp> = revoked.iter().collect();
         let commits = revoked
@@ -367,11 +512,11 @@ impl State {
                     .map(|p| (tp.clone(), p))
             })
             .collect();
-        let mut dropped_keys = Vec::new();
+        let mut dropped = Vec::new();
         let mut keep = |p: &Pending| {
             let keep = !gone.contains(&p.tp);
             if !keep {
-                dropped_keys.extend(p.envelope.ordering_key.clone());
+                dropped.push((p.envelope.id, p.envelope.ordering_key.clone()));
             }
             keep
         };
@@ -381,34 +526,51 @@ impl State {
         self.ready.retain(|_, fifo| !fifo.is_empty());
         let ready = &self.ready;
         self.turns.retain(|key| ready.contains_key(key));
-        self.leased.retain(|_, p| keep(p));
         self.held.retain(&mut keep);
         for queue in self.waiting.values_mut() {
             queue.retain(&mut keep);
         }
         for tp in revoked {
+            for p in self.delayed.remove(tp).unwrap_or_default() {
+                keep(&p);
+            }
             self.offsets.remove(tp);
             self.refetch_due.remove(tp);
-            self.delayed.remove(tp);
             self.assigned.remove(tp);
             self.paused.remove(tp);
             self.last_read.remove(tp);
         }
+        self.orphans.extend(
+            self.leased
+                .values()
+                .filter(|p| gone.contains(&p.tp))
+                .map(|p| p.envelope.id),
+        );
+        for twins in self.live.values_mut() {
+            twins.retain(|t| !gone.contains(&t.tp));
+        }
+        let mut dropped_keys = Vec::new();
+        for (id, key) in dropped {
+            self.drop_live(id);
+            dropped_keys.extend(key);
+        }
         // A key whose active job was revoked goes on with its next job still here (the same
         // key may be used in another topic), or is free again.
         for key in dropped_keys {
-            if self.key_is_active(&key) {
-                continue;
-            }
-            match self.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
-                Some(next) => self.push_ready(next, false),
-                None => {
-                    self.busy_keys.remove(&key);
-                    self.waiting.remove(&key);
-                }
+            if !self.key_is_active(&key) {
+                self.next_of_key(&key);
             }
         }
         commits
+    }
+
+    /// A job's record went with its partition (it runs on the new owner): copies of the job
+    /// read from other partitions are finished without running, since the record that went is
+    /// uncommitted and runs there.
+    fn drop_live(&mut self, id: JobId) {
+        for twin in self.live.remove(&id).unwrap_or_default() {
+            self.finish_offset(&twin.tp, twin.offset);
+        }
     }
 
     /// True when a job of `key` is ready, handed out or held for its retry.

@@ -44,7 +44,7 @@ fn one_job_per_ordering_key_in_offset_order() {
     assert_eq!(ids(&first), [0, 2]);
     assert_eq!(s.commits(), [(tp(0), 0)]);
     let job0 = s.unlease(first[0].envelope.id).expect("leased");
-    s.finish(&job0);
+    s.finish(&job0, u32::MAX);
     assert_eq!(ids(&s.take(10)), [1], "the next job of the key");
     assert_eq!(s.commits(), [(tp(0), 1)]);
 }
@@ -58,11 +58,11 @@ fn the_commit_waits_for_the_slowest_job() {
     let jobs = s.take(10);
     for p in &jobs[1..] {
         let p = s.unlease(p.envelope.id).expect("leased");
-        s.finish(&p);
+        s.finish(&p, u32::MAX);
     }
     assert_eq!(s.commits(), [(tp(1), 0)], "offset 0 is still running");
     let p = s.unlease(jobs[0].envelope.id).expect("leased");
-    s.finish(&p);
+    s.finish(&p, u32::MAX);
     assert_eq!(s.commits(), [(tp(1), 4)]);
     assert_eq!(s.buffered(Lane::Fresh), 0);
 }
@@ -122,7 +122,7 @@ fn revoking_forgets_the_partition_and_frees_its_keys() {
     s.accept(pending(1, 0, None, None), 0);
     let taken = s.take(1);
     let p = s.unlease(taken[0].envelope.id).expect("leased");
-    s.finish(&p);
+    s.finish(&p, u32::MAX);
     let commits = s.revoke(&[tp(0)]);
     assert_eq!(
         commits,
@@ -189,8 +189,15 @@ fn a_key_shared_by_two_topics_goes_on_when_one_is_revoked() {
     let mut behind = pending(0, 7, Some("k"), None);
     behind.tp = other.clone();
     assert_eq!(s.accept(behind, 0), Accepted::Waiting);
-    assert_eq!(ids(&s.take(10)), [0]);
+    let running = s.take(10);
+    assert_eq!(ids(&running), [0]);
     s.revoke(&[tp(0)]);
+    assert!(
+        s.take(10).is_empty(),
+        "the revoked job still runs in this worker: its key stays busy"
+    );
+    let late = s.unlease(running[0].envelope.id).expect("still leased");
+    s.finish(&late, u32::MAX);
     let next = s.take(10);
     assert_eq!(
         ids(&next),
@@ -238,7 +245,7 @@ fn a_partition_with_a_backlog_is_paused_until_it_drains() {
     let jobs = s.take(PAUSE_AT - RESUME_AT);
     for job in &jobs {
         let job = s.unlease(job.envelope.id).expect("leased");
-        s.finish(&job);
+        s.finish(&job, u32::MAX);
     }
     assert_eq!(
         s.flow(Lane::Fresh, PAUSE_AT, 0, |_| false),
@@ -364,7 +371,104 @@ fn finish_all(s: &mut State) -> Vec<i64> {
     let jobs = s.take(100);
     for p in &jobs {
         let p = s.unlease(p.envelope.id).expect("leased");
-        s.finish(&p);
+        s.finish(&p, u32::MAX);
     }
     ids(&jobs)
+}
+
+/// A copy of `p` (the same job id) read at `offset` of partition `part`.
+fn copy_of(p: &Pending, part: i32, offset: i64) -> Pending {
+    Pending {
+        tp: tp(part),
+        offset,
+        envelope: p.envelope.clone(),
+    }
+}
+
+#[test]
+fn a_job_read_twice_in_one_partition_runs_once_and_both_offsets_finish() {
+    let mut s = State::default();
+    let first = pending(0, 0, None, None);
+    assert_eq!(s.accept(first.clone(), 0), Accepted::Ready);
+    assert_eq!(s.accept(copy_of(&first, 0, 1), 0), Accepted::Twin);
+    s.accept(pending(0, 2, None, None), 0);
+    let taken = s.take(10);
+    assert_eq!(ids(&taken), [0, 2], "the copy is not handed out");
+    for job in taken {
+        let job = s.unlease(job.envelope.id).expect("leased");
+        s.finish(&job, u32::MAX);
+    }
+    assert_eq!(
+        s.commits(),
+        [(tp(0), 3)],
+        "the copy's offset finished with it"
+    );
+    assert_eq!(
+        s.accept(copy_of(&first, 0, 3), 0),
+        Accepted::Done,
+        "a copy arriving after the job finished is done at once"
+    );
+    assert_eq!(s.commits(), [(tp(0), 4)]);
+}
+
+#[test]
+fn a_copy_on_another_partition_waits_for_the_job_and_a_retry_record_still_runs() {
+    let mut s = State::default();
+    let first = pending(0, 0, None, None);
+    s.accept(first.clone(), 0);
+    assert_eq!(s.accept(copy_of(&first, 1, 0), 0), Accepted::Twin);
+    let job = s.take(10).pop().expect("one job");
+    assert!(s.take(10).is_empty(), "the copy waits while the job runs");
+    // It fails and goes to a retry tier with attempt 1: both records are done, the tier's
+    // record of attempt 1 is the job's next.
+    let job = s.unlease(job.envelope.id).expect("leased");
+    s.finish(&job, 1);
+    let mut commits = s.commits();
+    commits.sort();
+    assert_eq!(commits, [(tp(0), 1), (tp(1), 1)]);
+    let mut retry = copy_of(&first, 2, 0);
+    retry.envelope.attempt = 1;
+    assert_eq!(s.accept(retry, 0), Accepted::Ready, "the retry record runs");
+    assert_eq!(s.accept(copy_of(&first, 0, 1), 0), Accepted::Done);
+}
+
+#[test]
+fn a_revoked_running_keyed_job_keeps_its_key_until_it_reports() {
+    let mut s = State::default();
+    s.assign(&[tp(0)], Lane::Fresh);
+    let first = pending(0, 0, Some("k"), None);
+    let second = pending(0, 1, Some("k"), None);
+    s.accept(first.clone(), 0);
+    s.accept(second.clone(), 0);
+    let running = s.take(10).pop().expect("the key's first job");
+    s.revoke(&[tp(0)]);
+    // The partition comes back: both records are read again.
+    s.assign(&[tp(0)], Lane::Fresh);
+    assert_eq!(s.accept(copy_of(&first, 0, 0), 0), Accepted::Twin);
+    assert_eq!(s.accept(copy_of(&second, 0, 1), 0), Accepted::Waiting);
+    assert!(
+        s.take(10).is_empty(),
+        "nothing of the key runs beside the revoked job"
+    );
+    // Its late report finishes the copy read again and lets the key go on.
+    let late = s.unlease(running.envelope.id).expect("still leased");
+    assert!(s.is_orphan(late.envelope.id));
+    s.finish(&late, u32::MAX);
+    assert_eq!(ids(&s.take(10)), [1]);
+    assert_eq!(s.commits(), [(tp(0), 1)]);
+}
+
+#[test]
+fn a_revoked_job_that_is_released_hands_over_to_its_copy() {
+    let mut s = State::default();
+    s.assign(&[tp(0)], Lane::Fresh);
+    let first = pending(0, 0, Some("k"), None);
+    s.accept(first.clone(), 0);
+    let running = s.take(10).pop().expect("job");
+    s.revoke(&[tp(0)]);
+    s.assign(&[tp(0)], Lane::Fresh);
+    s.accept(copy_of(&first, 0, 0), 0);
+    let late = s.unlease(running.envelope.id).expect("leased");
+    s.give_up(&late, None);
+    assert_eq!(ids(&s.take(10)), [0], "the copy runs now");
 }

@@ -548,3 +548,97 @@ fn completed_count(events: &[JobEvent]) -> usize {
         .filter(|e| matches!(e, JobEvent::Completed { .. }))
         .count()
 }
+
+/// A producer's retry of a Go event (the same `{id,type,data,timestamp}` twice in one
+/// partition) and one event id on two ingest topics: each job runs once, and the group's
+/// committed offsets reach every partition's log end (before: the duplicate ran twice and the
+/// partition's commit froze at the first copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_read_twice_runs_once_and_the_commit_reaches_the_log_end() {
+    use conveyor_core::handler_fn;
+    use conveyor_kafka::{Format, Ingest, IngestDecoder};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::sync::Mutex;
+
+    let mut config = fresh_config(1);
+    let events = format!("{}job-events", config.topics.prefix);
+    let more = format!("{}more-events", config.topics.prefix);
+    config.ingest = [&events, &more]
+        .into_iter()
+        .map(|topic| Ingest {
+            topic: topic.clone(),
+            decoder: IngestDecoder::new(Format::Event, "default"),
+        })
+        .collect();
+    Producer::new(&config)
+        .expect("producer")
+        .ensure_topics(&[events.clone(), more.clone()])
+        .await
+        .expect("topics");
+    let plain: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .expect("plain producer");
+    let send = |topic: &str, id: String| {
+        let value = json!({"id": id, "type": "email", "data": {"id": id}, "timestamp": "2025-01-01T12:00:00Z"})
+            .to_string();
+        let plain = plain.clone();
+        let topic = topic.to_string();
+        async move {
+            plain
+                .send(
+                    FutureRecord::<(), _>::to(&topic).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("plain produce");
+        }
+    };
+    // 50 events, every 10th sent twice in a row; 5 more on both topics.
+    let mut unique = 0;
+    for n in 0..50 {
+        send(&events, format!("evt-{n}")).await;
+        if n % 10 == 0 {
+            send(&events, format!("evt-{n}")).await;
+        }
+        unique += 1;
+    }
+    for n in 0..5 {
+        send(&events, format!("both-{n}")).await;
+        send(&more, format!("both-{n}")).await;
+        unique += 1;
+    }
+
+    let engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    let log = ran.clone();
+    registry.register(handler_fn("email", move |ctx| {
+        log.lock().expect("lock").push(ctx.job().payload.clone());
+        async {
+            // Long enough for a copy read right behind it to arrive while it runs.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conveyor_core::Outcome::Complete
+        }
+    }));
+    let mut worker = run(&engine, registry, test_config());
+    worker
+        .until("every event ran", |seen| completed_count(seen) >= unique)
+        .await;
+    let readings =
+        support::until_committed_to_end(&config, &config.group, &[&events, &more], 1).await;
+    worker.stop().await;
+    let ran = ran.lock().expect("lock").clone();
+    let distinct: HashSet<&String> = ran.iter().collect();
+    assert_eq!(
+        (ran.len(), distinct.len()),
+        (unique, unique),
+        "each event runs once"
+    );
+    assert_eq!(
+        readings,
+        [vec![(60, 60)], vec![(5, 5)]],
+        "committed offset and log end of each topic"
+    );
+}

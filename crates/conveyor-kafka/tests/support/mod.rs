@@ -77,3 +77,62 @@ pub async fn read_topic(config: &KafkaConfig, topic: &str, count: usize) -> Vec<
 pub fn header<'a>(record: &'a Record, name: &str) -> &'a str {
     record.header(name).and_then(Result::ok).unwrap_or("")
 }
+
+/// The group's committed offset and the log end of each partition of `topic` (partitions
+/// `0..partitions`); a partition without a commit shows -1.
+pub fn commit_and_end(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i64, i64)> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| {
+            let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(at)) => at,
+                _ => -1,
+            };
+            let (_, end) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (at, end)
+        })
+        .collect()
+}
+
+/// Waits (up to 60 s) until the group committed every partition of `topics` to its log end;
+/// returns the last reading of each topic.
+pub async fn until_committed_to_end(
+    config: &KafkaConfig,
+    group: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> Vec<Vec<(i64, i64)>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let readings: Vec<Vec<(i64, i64)>> = topics
+            .iter()
+            .map(|t| tokio::task::block_in_place(|| commit_and_end(config, group, t, partitions)))
+            .collect();
+        let done = readings.iter().flatten().all(|(at, end)| at == end);
+        if done || tokio::time::Instant::now() > deadline {
+            return readings;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
