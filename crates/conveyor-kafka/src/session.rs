@@ -188,7 +188,11 @@ impl Session {
         };
         match sent {
             Ok(()) => {
-                self.shared.state().finish(&pending, done_below);
+                if self.shared.state().finish(&pending, done_below) {
+                    // A retry-tier record read before this outcome was stored is held now: its
+                    // lane must look at its due time.
+                    self.shared.nudge();
+                }
                 Ok(())
             }
             Err(err) => {

@@ -388,24 +388,54 @@ impl State {
         self.orphans.contains(&id)
     }
 
-    /// Marks a job's record finished, and every other record of the job with it; remembers
-    /// that its records of attempts below `done_below` are done (all of them once the job
-    /// completed or died; those before its retry-tier record when it went there). Lets the next
-    /// job of its key go.
-    pub fn finish(&mut self, pending: &Pending, done_below: u32) {
+    /// Marks a job's record finished, and its copies with it (records of attempts below
+    /// `done_below`: all of them once the job completed or died, those before its retry-tier
+    /// record when it went there), and remembers them done. Lets the next job of its key go.
+    /// Returns true when a record of the job's next attempt, read meanwhile, was placed.
+    pub fn finish(&mut self, pending: &Pending, done_below: u32) -> bool {
         let id = pending.envelope.id;
         // An orphan's record belongs to an assignment that is over: a copy read again since
         // (the same offset, maybe) is one of its twins.
         if !self.orphans.remove(&id) {
             self.finish_offset(&pending.tp, pending.offset);
         }
-        for twin in self.live.remove(&id).unwrap_or_default() {
+        let (done, next): (Twins, Twins) = self
+            .live
+            .remove(&id)
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|twin| twin.envelope.attempt < done_below);
+        for twin in done {
             self.finish_offset(&twin.tp, twin.offset);
         }
         self.finished.remember(id, done_below);
         if let Some(key) = &pending.envelope.ordering_key {
             self.next_of_key(key);
         }
+        // The job's next record (its retry-tier record, read before this outcome was stored)
+        // is no copy: it runs, and copies of it wait for it.
+        let mut next = next.into_iter();
+        let Some(heir) = next.next() else {
+            return false;
+        };
+        self.live.insert(id, next.collect());
+        self.place(heir);
+        true
+    }
+
+    /// Places a record of the job's next attempt that waited as a twin: held until its retry
+    /// time (in offset order among its partition's held records), or ready.
+    fn place(&mut self, pending: Pending) {
+        if pending.envelope.not_before.is_none() {
+            let _ = self.admit(pending);
+            return;
+        }
+        let queue = self.delayed.entry(pending.tp.clone()).or_default();
+        let at = queue
+            .iter()
+            .position(|p| p.offset > pending.offset)
+            .unwrap_or(queue.len());
+        queue.insert(at, pending);
     }
 
     /// Gives up a revoked job that reported late without an outcome to store (released, or a

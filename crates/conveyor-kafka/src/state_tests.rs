@@ -472,3 +472,24 @@ fn a_revoked_job_that_is_released_hands_over_to_its_copy() {
     s.give_up(&late, None);
     assert_eq!(ids(&s.take(10)), [0], "the copy runs now");
 }
+
+/// A job's retry-tier record read before the failed attempt's outcome was stored (the tier
+/// record is produced first) is the job's next attempt, not a copy: it runs when due.
+#[test]
+fn a_retry_record_read_before_the_outcome_is_stored_still_runs() {
+    let mut s = State::default();
+    let first = pending(0, 0, None, None);
+    s.accept(first.clone(), 0);
+    let running = s.take(1).remove(0);
+    let mut tier = copy_of(&first, 1, 0);
+    tier.envelope.attempt = 1;
+    tier.envelope.not_before = Some(50);
+    assert_eq!(s.accept(tier, 10), Accepted::Twin);
+    let failed = s.unlease(running.envelope.id).expect("leased");
+    assert!(s.finish(&failed, 1), "the tier record is placed");
+    assert!(s.take(10).is_empty(), "not before its retry time");
+    assert_eq!(s.release_due(100), None);
+    let retried = s.take(10);
+    assert_eq!(retried.len(), 1, "the retry runs");
+    assert_eq!(retried[0].envelope.attempt, 1);
+}
