@@ -430,3 +430,14 @@ fn a_revoked_job_that_is_released_hands_over_to_its_copy() {
     s.give_up(&late, None);
     assert_eq!(ids(&s.take(10)), [0], "the copy runs now");
 }
+
+#[test]
+fn taking_leaves_other_queues_jobs_for_moving() {
+    let mut s = State::default();
+    let mut foreign = pending(0, 0, None, None);
+    foreign.envelope.queue = "sms".into();
+    s.accept(foreign, 0);
+    s.accept(pending(0, 1, None, None), 0);
+    assert_eq!(ids(&s.take_where(10, |q| q == "default")), [1]);
+    assert_eq!(ids(&s.take_where(10, |q| q != "default")), [0]);
+}

@@ -573,3 +573,118 @@ async fn a_job_id_read_twice_runs_once_and_the_commit_reaches_the_log_end() {
         "committed offset and log end of each topic"
     );
 }
+
+/// Ids of the jobs a worker started, from its events so far (without waiting).
+fn drain_started(worker: &mut conveyor_conformance::Running) -> HashSet<JobId> {
+    while let Ok(event) = worker.events.try_recv() {
+        worker.seen.push(event);
+    }
+    started(&worker.seen)
+}
+
+/// Two workers on different queues, with jobs that fail once, and an ingest topic of one
+/// queue: each worker runs only its own queues' jobs, retries included. One retry tier of one
+/// partition, so one worker's retry lane reads every queue's retries (before: it ran them,
+/// or dead-lettered those it had no handler for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_only_their_own_queues_jobs_retries_and_ingest_included() {
+    use conveyor_kafka::{Format, Ingest, IngestDecoder};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let mut config = fresh_config(1);
+    config.topics.retry_tiers = vec![Duration::from_secs(1)];
+    let events = format!("{}sms-events", config.topics.prefix);
+    config.ingest = vec![Ingest {
+        topic: events.clone(),
+        decoder: IngestDecoder::new(Format::Event, "sms"),
+    }];
+    let connect = || async {
+        let engine = KafkaEngine::connect(config.clone()).await.expect("connect");
+        Arc::new(engine) as Arc<dyn Engine>
+    };
+    let (mail_engine, sms_engine) = (connect().await, connect().await);
+    let on = |queue: &str| WorkerConfig {
+        queues: vec![queue.to_string()],
+        ..test_config()
+    };
+    let failing = |queue: &str, n: usize| {
+        (0..n)
+            .map(|i| NewJob::new("fail", json!({"times": 1, "i": i})).queue(queue))
+            .collect::<Vec<_>>()
+    };
+    // The mail worker starts alone and owns every partition it reads, the retry tier's too,
+    // once a job of its own went through it.
+    let mut mail = run(&mail_engine, Registry::with_builtins(), on("mail"));
+    let first = enqueue_all(&mail_engine, failing("mail", 1)).await;
+    mail.until_completed(&first).await;
+    let mut sms = run(&sms_engine, Registry::with_builtins(), on("sms"));
+    let mut mail_jobs = enqueue_all(&mail_engine, failing("mail", 10)).await;
+    let sms_jobs = enqueue_all(&sms_engine, failing("sms", 10)).await;
+    mail_jobs.extend(first);
+    let plain: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .expect("plain producer");
+    for n in 0..5 {
+        let value = json!({"id": format!("sms-{n}"), "type": "noop", "data": {}, "timestamp": "2025-01-01T12:00:00Z"})
+            .to_string();
+        plain
+            .send(
+                FutureRecord::<(), _>::to(&events).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("plain produce");
+    }
+    let everything = mail_jobs.len() + sms_jobs.len() + 5;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        drain_started(&mut mail);
+        drain_started(&mut sms);
+        let done = conveyor_conformance::completed(&mail.seen).len()
+            + conveyor_conformance::completed(&sms.seen).len();
+        if done >= everything || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mail_events = mail.stop().await;
+    let sms_events = sms.stop().await;
+    let mail_ran = started(&mail_events);
+    let sms_ran = started(&sms_events);
+    let mail_set: HashSet<JobId> = mail_jobs.iter().copied().collect();
+    let sms_set: HashSet<JobId> = sms_jobs.iter().copied().collect();
+    assert!(
+        mail_ran.is_subset(&mail_set),
+        "the mail worker ran {} jobs of other queues",
+        mail_ran.difference(&mail_set).count()
+    );
+    let mail_done = conveyor_conformance::completed(&mail_events);
+    assert_eq!(
+        mail_done.len(),
+        mail_set.len(),
+        "every mail job completed on the mail worker; sms worker: {} of {} done; mail events: {mail_events:?}",
+        conveyor_conformance::completed(&sms_events).len(),
+        sms_set.len() + 5,
+    );
+    assert_eq!(mail_done, mail_set);
+    let sms_done = conveyor_conformance::completed(&sms_events);
+    assert!(
+        sms_set.is_subset(&sms_done),
+        "every sms job completed on the sms worker"
+    );
+    assert_eq!(
+        sms_ran.len(),
+        sms_set.len() + 5,
+        "the sms worker ran its jobs and the 5 ingest events, nothing else"
+    );
+    for events in [&mail_events, &sms_events] {
+        assert!(
+            !events.iter().any(|e| matches!(e, JobEvent::Dead { .. })),
+            "nothing was dead-lettered"
+        );
+        for id in started(events) {
+            assert!(attempts(events, id).len() <= 2);
+        }
+    }
+}
