@@ -146,6 +146,20 @@ impl State {
         self.assigned.contains_key(tp)
     }
 
+    /// The partitions `lane`'s consumer is assigned.
+    pub fn assigned_of(&self, lane: Lane) -> HashSet<Tp> {
+        self.assigned
+            .iter()
+            .filter(|(_, l)| **l == lane)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// True when flow control paused the partition (see [`State::flow`]).
+    pub fn is_flow_paused(&self, tp: &Tp) -> bool {
+        self.paused.contains(tp)
+    }
+
     /// Records partitions newly assigned to `lane`'s consumer.
     pub fn assign(&mut self, partitions: &[Tp], lane: Lane) {
         self.assigned

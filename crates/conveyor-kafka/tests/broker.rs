@@ -688,3 +688,53 @@ async fn workers_run_only_their_own_queues_jobs_retries_and_ingest_included() {
         }
     }
 }
+
+/// A worker whose lane buffer is full (more long jobs read than it can run) goes on serving
+/// the group's rebalances: a second worker joining gets partitions and runs jobs long before
+/// the first one's running jobs end (before: the first worker stopped polling while full, and
+/// rebalance callbacks run only inside a poll, so the joiner waited for its buffer to drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_full_buffer_lets_a_joining_worker_in() {
+    // More than a lane's buffer (4096), each job longer than the test's bound.
+    const JOBS: usize = 5000;
+    let config = fresh_config(6);
+    let first_engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let jobs = (0..JOBS)
+        .map(|i| NewJob::new("slow", json!({"i": i})))
+        .collect();
+    enqueue_all(&first_engine, jobs).await;
+    let mut slow = Registry::new();
+    slow.register(conveyor_core::handler_fn("slow", |_| async {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        conveyor_core::Outcome::Complete
+    }));
+    let stop_fast = WorkerConfig {
+        shutdown_grace: Duration::from_millis(100),
+        ..test_config()
+    };
+    let mut first = run(&first_engine, slow, stop_fast.clone());
+    first
+        .until("the first worker runs its share", |seen| {
+            started(seen).len() >= stop_fast.concurrency
+        })
+        .await;
+    // Let its poll loop fill the lane's buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second_engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let mut quick = Registry::new();
+    quick.register(conveyor_core::handler_fn("slow", |_| async {
+        conveyor_core::Outcome::Complete
+    }));
+    let mut second = run(&second_engine, quick, stop_fast);
+    // Bounded by the conformance suite's wait (20 s), well under the first worker's jobs
+    // (120 s): a joiner that waits for them never gets there.
+    second
+        .until("the joining worker runs a job", |seen| {
+            conveyor_conformance::completed(seen).len() >= 10
+        })
+        .await;
+    second.stop().await;
+    first.stop().await;
+}
