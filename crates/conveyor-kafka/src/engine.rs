@@ -111,13 +111,23 @@ impl KafkaEngine {
             queues
         };
         fresh.extend(pattern(Level::Low));
-        let ingest: Vec<String> = self.config.ingest.iter().map(|i| i.topic.clone()).collect();
+        // An ingest topic's jobs go to its entry's queue: only that queue's workers read it.
+        let serves =
+            |queue: &str| fetch.queues.is_empty() || fetch.queues.iter().any(|q| q == queue);
+        let ingest: Vec<String> = self
+            .config
+            .ingest
+            .iter()
+            .filter(|i| serves(&i.decoder.queue))
+            .map(|i| i.topic.clone())
+            .collect();
         self.producer.ensure_topics(&ingest).await?;
         fresh.extend(ingest);
         let subscription = Subscription {
             fresh,
             retry: layout.retry_topics(),
             urgent: pattern(Level::High),
+            queues: fetch.queues.clone(),
         };
         let session = Arc::new(Session::start(
             &self.config,

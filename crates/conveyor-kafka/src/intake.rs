@@ -1,6 +1,7 @@
 //! Reading records into a session: one group consumer per [`Lane`], its rebalance callbacks,
 //! and the poll loop that decodes records into jobs (or dead-letters what is not a job).
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,9 +19,9 @@ use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Lane, Pending, State, Tp};
 use crate::{Envelope, Error, KafkaConfig, Level, Record};
 
-/// Most records one lane holds read and not finished: beyond it the lane stops taking records
-/// from the client until workers catch up (back-pressure that bounds memory by this, not the
-/// backlog).
+/// Most records one lane holds read and not finished: beyond it the lane pauses its partitions
+/// until workers catch up (back-pressure that bounds memory by this, not the backlog), and
+/// goes on polling the client, which serves rebalances.
 const MAX_BUFFERED: usize = 4096;
 
 /// What a session's lanes and its exchanges share.
@@ -222,7 +223,14 @@ pub(crate) async fn poll_loop(
     let mut next_due: Option<i64> = None;
     let mut idle_check = tokio::time::interval(Duration::from_millis(IDLE_MS as u64 / 2));
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Partitions paused because the lane's buffer is full.
+    let mut held: HashSet<Tp> = HashSet::new();
     loop {
+        if shared.state().buffered(lane) >= MAX_BUFFERED {
+            hold_back(&consumer, &shared, lane, &mut held);
+        } else if !held.is_empty() {
+            release(&consumer, &shared, &mut held);
+        }
         let sleep = async {
             match next_due {
                 Some(at) => {
@@ -235,11 +243,19 @@ pub(crate) async fn poll_loop(
             _ = stop.changed() => return,
             _ = sleep => {}
             _ = timer.notified() => {}
-            _ = idle_check.tick() => check_idle(consumer.as_ref(), &shared, lane),
-            // Back-pressure: while the buffer is full, records stay in the client. The loop
-            // keeps running (and librdkafka keeps the group membership alive in its own thread).
-            message = consumer.recv(), if shared.state().buffered(lane) < MAX_BUFFERED => match message {
-                Ok(message) => take_in(&shared, &message).await,
+            _ = idle_check.tick() => check_idle(consumer.as_ref(), &shared, lane, &held),
+            // Always polled, also while the buffer is full (its partitions are paused then):
+            // rebalance callbacks run only inside a poll, and a group waits for them.
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    let tp: Tp = (Arc::from(message.topic()), message.partition());
+                    take_in(&shared, &message).await;
+                    // A record of a held partition: it was assigned again since it was
+                    // paused (an assignment starts unpaused), so it is paused again.
+                    if held.contains(&tp) {
+                        set_paused(consumer.as_ref(), &[tp], true);
+                    }
+                }
                 Err(err) if is_no_topic_yet(&err) => {
                     tracing::debug!(error = %err, ?lane, "no topic matches the lane's subscription yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -261,8 +277,12 @@ pub(crate) async fn poll_loop(
         let (pause, resume) = shared
             .state()
             .flow(lane, shared.config.pause_at, now_ms(), is_low);
-        set_paused(consumer.as_ref(), &pause, true);
-        set_paused(consumer.as_ref(), &resume, false);
+        // While the lane holds back, its partitions stay paused: flow control's decisions
+        // are in its paused set, which `release` follows.
+        let free =
+            |tps: Vec<Tp>| -> Vec<Tp> { tps.into_iter().filter(|tp| !held.contains(tp)).collect() };
+        set_paused(consumer.as_ref(), &free(pause), true);
+        set_paused(consumer.as_ref(), &free(resume), false);
     }
 }
 
@@ -282,10 +302,11 @@ fn refetch(consumer: &LaneConsumer, shared: &Shared, tp: &Tp, from: i64) {
 
 /// For `lane`'s partitions that gave nothing for a while: ends re-fetches that read all there
 /// was, and re-fetches a tail the broker skipped (the log end, cached from the last fetch
-/// answer, is past the last record given).
-fn check_idle(consumer: &LaneConsumer, shared: &Shared, lane: Lane) {
+/// answer, is past the last record given). Partitions `held` back (paused: the buffer is full)
+/// give nothing because they are paused, which says nothing about what the broker has.
+fn check_idle(consumer: &LaneConsumer, shared: &Shared, lane: Lane, held: &HashSet<Tp>) {
     let idle = shared.state().idle_partitions(lane, now_ms(), IDLE_MS);
-    for tp in idle {
+    for tp in idle.into_iter().filter(|tp| !held.contains(tp)) {
         let Some(log_end) = cached_log_end(consumer, &tp) else {
             continue;
         };
@@ -316,6 +337,31 @@ fn cached_log_end(consumer: &LaneConsumer, tp: &Tp) -> Option<i64> {
     };
     (code == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
+}
+
+/// Back-pressure: the lane's buffer is full, so every partition of the lane is paused (the
+/// client stops fetching; what it had fetched it drops and fetches again on resume) while the
+/// poll loop goes on polling. Partitions assigned meanwhile are paused too.
+fn hold_back(consumer: &LaneConsumer, shared: &Shared, lane: Lane, held: &mut HashSet<Tp>) {
+    let assigned = shared.state().assigned_of(lane);
+    if assigned == *held {
+        return;
+    }
+    let all: Vec<Tp> = assigned.iter().cloned().collect();
+    set_paused(consumer, &all, true);
+    *held = assigned;
+}
+
+/// The lane's buffer has room again: resumes the partitions [`hold_back`] paused, except those
+/// flow control keeps paused and those revoked meanwhile.
+fn release(consumer: &LaneConsumer, shared: &Shared, held: &mut HashSet<Tp>) {
+    let back: Vec<Tp> = {
+        let state = shared.state();
+        held.drain()
+            .filter(|tp| state.is_assigned(tp) && !state.is_flow_paused(tp))
+            .collect()
+    };
+    set_paused(consumer, &back, false);
 }
 
 /// Pauses (stops fetching) or resumes partitions. A failure is logged: the partition was

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::intake::{commit, poll_loop, provenance, subscribe, LaneConsumer, Shared};
 use crate::producer::Producer;
 use crate::state::{Lane, Pending};
-use crate::{Error, KafkaConfig};
+use crate::{Error, KafkaConfig, Level};
 
 /// Least time between two commits while running. A crashed worker's finished-but-uncommitted
 /// jobs run again: this bounds them to what it finishes in this long (revocation and shutdown
@@ -38,6 +38,10 @@ pub(crate) struct Subscription {
     pub retry: Vec<String>,
     /// Queue topics of high priority.
     pub urgent: Vec<String>,
+    /// The queues whose jobs this worker runs (empty: every queue). Jobs of other queues read
+    /// from shared topics (the retry tiers, an ingest topic, a record naming another queue)
+    /// are moved to their queue's topic, for that queue's workers.
+    pub queues: Vec<String>,
 }
 
 /// A running consumer session.
@@ -49,6 +53,8 @@ pub(crate) struct Session {
     last_commit: Mutex<Instant>,
     /// When every position was last marked to be sent again (see [`RESEND_INTERVAL`]).
     last_resend: Mutex<Instant>,
+    /// See [`Subscription::queues`].
+    queues: Vec<String>,
 }
 
 impl Session {
@@ -90,6 +96,7 @@ impl Session {
             pollers: Mutex::new(pollers),
             last_commit: Mutex::new(Instant::now()),
             last_resend: Mutex::new(Instant::now()),
+            queues: topics.queues.clone(),
         })
     }
 
@@ -100,12 +107,69 @@ impl Session {
     /// per second. An outcome that could not be stored keeps its lease and fails the call.
     pub async fn exchange(&self, reports: Vec<Report>, limit: usize) -> Result<Vec<Job>, Error> {
         let stored = futures::future::join_all(reports.into_iter().map(|r| self.store(r))).await;
+        self.move_foreign().await;
         self.commit_now_and_then();
         stored.into_iter().collect::<Result<(), Error>>()?;
         // Finished work may have made room in the buffers: let the poll loops read again.
         self.shared.nudge();
-        let taken = self.shared.state().take(limit);
+        let taken = self.shared.state().take_where(limit, |q| self.serves(q));
         Ok(taken.into_iter().map(to_job).collect())
+    }
+
+    /// True when this worker runs jobs of `queue`.
+    fn serves(&self, queue: &str) -> bool {
+        self.queues.is_empty() || self.queues.iter().any(|q| q == queue)
+    }
+
+    /// Moves ready jobs of queues this worker does not run to their queue's topic (at their
+    /// priority level), where that queue's workers read them; their records here are then
+    /// done. Such jobs come from topics every worker reads: a retry tier, an ingest topic, or
+    /// a record that names another queue. A job that cannot be moved yet stays ready.
+    async fn move_foreign(&self) {
+        if self.queues.is_empty() {
+            return;
+        }
+        let foreign = self
+            .shared
+            .state()
+            .take_where(usize::MAX, |q| !self.serves(q));
+        let moves = foreign.into_iter().map(|pending| async move {
+            let sent = self.move_to_queue(&pending).await;
+            let mut state = self.shared.state();
+            let placed = match sent {
+                // A later attempt of the job (its retry) is not a copy of this record.
+                Ok(()) => state.finish(&pending, pending.envelope.attempt + 1),
+                Err(err) => {
+                    tracing::warn!(error = %err, job = %pending.envelope.id, "cannot move a job to its queue yet");
+                    state.requeue(pending);
+                    false
+                }
+            };
+            drop(state);
+            if placed {
+                self.shared.nudge(); // a later attempt read meanwhile is held now
+            }
+        });
+        futures::future::join_all(moves).await;
+    }
+
+    async fn move_to_queue(&self, pending: &Pending) -> Result<(), Error> {
+        let envelope = &pending.envelope;
+        let topic = self
+            .shared
+            .config
+            .topics
+            .queue_at(&envelope.queue, Level::of(envelope.priority));
+        self.shared
+            .producer
+            .ensure_topics(std::slice::from_ref(&topic))
+            .await?;
+        tracing::debug!(job = %envelope.id, queue = %envelope.queue, %topic, "job of another queue moved to its topic");
+        self.shared
+            .producer
+            .send(&topic, &envelope.to_record())
+            .await
+            .map(|_| ())
     }
 
     /// Commits finished positions, at most once per [`COMMIT_INTERVAL`]: a commit per
@@ -324,6 +388,7 @@ mod tests {
             fresh: vec![topic.clone()],
             retry: vec![],
             urgent: vec![],
+            queues: vec![],
         };
         let session =
             Session::start(&config, producer, Arc::new(Notify::new()), &topics).expect("session");

@@ -152,6 +152,20 @@ impl State {
         self.assigned.contains_key(tp)
     }
 
+    /// The partitions `lane`'s consumer is assigned.
+    pub fn assigned_of(&self, lane: Lane) -> HashSet<Tp> {
+        self.assigned
+            .iter()
+            .filter(|(_, l)| **l == lane)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// True when flow control paused the partition (see [`State::flow`]).
+    pub fn is_flow_paused(&self, tp: &Tp) -> bool {
+        self.paused.contains(tp)
+    }
+
     /// Records partitions newly assigned to `lane`'s consumer.
     pub fn assign(&mut self, partitions: &[Tp], lane: Lane) {
         self.assigned
@@ -342,10 +356,17 @@ impl State {
 
     /// Hands out up to `limit` ready jobs: highest priority first, and within a priority one
     /// per lane and queue in turn.
+    #[cfg(test)]
     pub fn take(&mut self, limit: usize) -> Vec<Pending> {
+        self.take_where(limit, |_| true)
+    }
+
+    /// Hands out up to `limit` ready jobs of the queues `wanted` accepts: highest priority
+    /// first, and within a priority one per lane and queue in turn.
+    pub fn take_where(&mut self, limit: usize, wanted: impl Fn(&str) -> bool) -> Vec<Pending> {
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some(key) = self.next_turn() else {
+            let Some(key) = self.next_turn(&wanted) else {
                 break;
             };
             let Some(fifo) = self.ready.get_mut(&key) else {
@@ -366,10 +387,19 @@ impl State {
         out
     }
 
-    /// The next FIFO to serve: the first in turn among those of the highest priority.
-    fn next_turn(&mut self) -> Option<ReadyKey> {
-        let best = self.turns.iter().map(|key| key.0).max()?;
-        let at = self.turns.iter().position(|key| key.0 == best)?;
+    /// The next FIFO to serve among the wanted queues': the first in turn among those of the
+    /// highest priority.
+    fn next_turn(&mut self, wanted: impl Fn(&str) -> bool) -> Option<ReadyKey> {
+        let best = self
+            .turns
+            .iter()
+            .filter(|key| wanted(&key.2))
+            .map(|key| key.0)
+            .max()?;
+        let at = self
+            .turns
+            .iter()
+            .position(|key| key.0 == best && wanted(&key.2))?;
         self.turns.remove(at)
     }
 
@@ -480,6 +510,13 @@ impl State {
                 self.waiting.remove(key);
             }
         }
+    }
+
+    /// A job that was taken and could not be dealt with (forwarding it failed): ready again,
+    /// first of its FIFO.
+    pub fn requeue(&mut self, pending: Pending) {
+        self.leased.remove(&pending.envelope.id);
+        self.push_ready(pending, true);
     }
 
     /// Keeps a keyed job in memory until its retry time (its key stays busy, so the jobs

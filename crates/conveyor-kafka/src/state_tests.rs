@@ -493,3 +493,14 @@ fn a_retry_record_read_before_the_outcome_is_stored_still_runs() {
     assert_eq!(retried.len(), 1, "the retry runs");
     assert_eq!(retried[0].envelope.attempt, 1);
 }
+
+#[test]
+fn taking_leaves_other_queues_jobs_for_moving() {
+    let mut s = State::default();
+    let mut foreign = pending(0, 0, None, None);
+    foreign.envelope.queue = "sms".into();
+    s.accept(foreign, 0);
+    s.accept(pending(0, 1, None, None), 0);
+    assert_eq!(ids(&s.take_where(10, |q| q == "default")), [1]);
+    assert_eq!(ids(&s.take_where(10, |q| q != "default")), [0]);
+}

@@ -642,3 +642,168 @@ async fn a_job_id_read_twice_runs_once_and_the_commit_reaches_the_log_end() {
         "committed offset and log end of each topic"
     );
 }
+
+/// Ids of the jobs a worker started, from its events so far (without waiting).
+fn drain_started(worker: &mut conveyor_conformance::Running) -> HashSet<JobId> {
+    while let Ok(event) = worker.events.try_recv() {
+        worker.seen.push(event);
+    }
+    started(&worker.seen)
+}
+
+/// Two workers on different queues, with jobs that fail once, and an ingest topic of one
+/// queue: each worker runs only its own queues' jobs, retries included. One retry tier of one
+/// partition, so one worker's retry lane reads every queue's retries (before: it ran them,
+/// or dead-lettered those it had no handler for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_only_their_own_queues_jobs_retries_and_ingest_included() {
+    use conveyor_kafka::{Format, Ingest, IngestDecoder};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let mut config = fresh_config(1);
+    config.topics.retry_tiers = vec![Duration::from_secs(1)];
+    let events = format!("{}sms-events", config.topics.prefix);
+    config.ingest = vec![Ingest {
+        topic: events.clone(),
+        decoder: IngestDecoder::new(Format::Event, "sms"),
+    }];
+    let connect = || async {
+        let engine = KafkaEngine::connect(config.clone()).await.expect("connect");
+        Arc::new(engine) as Arc<dyn Engine>
+    };
+    let (mail_engine, sms_engine) = (connect().await, connect().await);
+    let on = |queue: &str| WorkerConfig {
+        queues: vec![queue.to_string()],
+        ..test_config()
+    };
+    let failing = |queue: &str, n: usize| {
+        (0..n)
+            .map(|i| NewJob::new("fail", json!({"times": 1, "i": i})).queue(queue))
+            .collect::<Vec<_>>()
+    };
+    // The mail worker starts alone and owns every partition it reads, the retry tier's too,
+    // once a job of its own went through it.
+    let mut mail = run(&mail_engine, Registry::with_builtins(), on("mail"));
+    let first = enqueue_all(&mail_engine, failing("mail", 1)).await;
+    mail.until_completed(&first).await;
+    let mut sms = run(&sms_engine, Registry::with_builtins(), on("sms"));
+    let mut mail_jobs = enqueue_all(&mail_engine, failing("mail", 10)).await;
+    let sms_jobs = enqueue_all(&sms_engine, failing("sms", 10)).await;
+    mail_jobs.extend(first);
+    let plain: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .expect("plain producer");
+    for n in 0..5 {
+        let value = json!({"id": format!("sms-{n}"), "type": "noop", "data": {}, "timestamp": "2025-01-01T12:00:00Z"})
+            .to_string();
+        plain
+            .send(
+                FutureRecord::<(), _>::to(&events).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("plain produce");
+    }
+    let everything = mail_jobs.len() + sms_jobs.len() + 5;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        drain_started(&mut mail);
+        drain_started(&mut sms);
+        let done = conveyor_conformance::completed(&mail.seen).len()
+            + conveyor_conformance::completed(&sms.seen).len();
+        if done >= everything || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mail_events = mail.stop().await;
+    let sms_events = sms.stop().await;
+    let mail_ran = started(&mail_events);
+    let sms_ran = started(&sms_events);
+    let mail_set: HashSet<JobId> = mail_jobs.iter().copied().collect();
+    let sms_set: HashSet<JobId> = sms_jobs.iter().copied().collect();
+    assert!(
+        mail_ran.is_subset(&mail_set),
+        "the mail worker ran {} jobs of other queues",
+        mail_ran.difference(&mail_set).count()
+    );
+    let mail_done = conveyor_conformance::completed(&mail_events);
+    assert_eq!(
+        mail_done.len(),
+        mail_set.len(),
+        "every mail job completed on the mail worker; sms worker: {} of {} done; mail events: {mail_events:?}",
+        conveyor_conformance::completed(&sms_events).len(),
+        sms_set.len() + 5,
+    );
+    assert_eq!(mail_done, mail_set);
+    let sms_done = conveyor_conformance::completed(&sms_events);
+    assert!(
+        sms_set.is_subset(&sms_done),
+        "every sms job completed on the sms worker"
+    );
+    assert_eq!(
+        sms_ran.len(),
+        sms_set.len() + 5,
+        "the sms worker ran its jobs and the 5 ingest events, nothing else"
+    );
+    for events in [&mail_events, &sms_events] {
+        assert!(
+            !events.iter().any(|e| matches!(e, JobEvent::Dead { .. })),
+            "nothing was dead-lettered"
+        );
+        for id in started(events) {
+            assert!(attempts(events, id).len() <= 2);
+        }
+    }
+}
+
+/// A worker whose lane buffer is full (more long jobs read than it can run) goes on serving
+/// the group's rebalances: a second worker joining gets partitions and runs jobs long before
+/// the first one's running jobs end (before: the first worker stopped polling while full, and
+/// rebalance callbacks run only inside a poll, so the joiner waited for its buffer to drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_full_buffer_lets_a_joining_worker_in() {
+    // More than a lane's buffer (4096), each job longer than the test's bound.
+    const JOBS: usize = 5000;
+    let config = fresh_config(6);
+    let first_engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let jobs = (0..JOBS)
+        .map(|i| NewJob::new("slow", json!({"i": i})))
+        .collect();
+    enqueue_all(&first_engine, jobs).await;
+    let mut slow = Registry::new();
+    slow.register(conveyor_core::handler_fn("slow", |_| async {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        conveyor_core::Outcome::Complete
+    }));
+    let stop_fast = WorkerConfig {
+        shutdown_grace: Duration::from_millis(100),
+        ..test_config()
+    };
+    let mut first = run(&first_engine, slow, stop_fast.clone());
+    first
+        .until("the first worker runs its share", |seen| {
+            started(seen).len() >= stop_fast.concurrency
+        })
+        .await;
+    // Let its poll loop fill the lane's buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second_engine: Arc<dyn Engine> =
+        Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let mut quick = Registry::new();
+    quick.register(conveyor_core::handler_fn("slow", |_| async {
+        conveyor_core::Outcome::Complete
+    }));
+    let mut second = run(&second_engine, quick, stop_fast);
+    // Bounded by the conformance suite's wait (20 s), well under the first worker's jobs
+    // (120 s): a joiner that waits for them never gets there.
+    second
+        .until("the joining worker runs a job", |seen| {
+            conveyor_conformance::completed(seen).len() >= 10
+        })
+        .await;
+    second.stop().await;
+    first.stop().await;
+}
