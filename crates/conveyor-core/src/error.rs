@@ -42,7 +42,7 @@ pub enum Error {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A worker stopped before the engine stored every finished attempt; those jobs run again
     /// once their leases expire.
-    #[error("{count} finished outcomes could not be stored before shutdown gave up ({source}); those jobs run again once their leases expire")]
+    #[error("{count} finished outcomes could not be stored before shutdown gave up; those jobs run again once their leases expire")]
     OutcomesNotStored {
         /// Reports that were not stored.
         count: usize,

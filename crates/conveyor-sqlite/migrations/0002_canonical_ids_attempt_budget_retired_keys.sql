@@ -16,6 +16,22 @@ SET id = COALESCE(
         id)
 WHERE length(id) <> 36 OR id GLOB '*[^0-9a-f-]*';
 
+-- A row inserted in another form whose canonical id is taken is the same job sent again (a
+-- producer's retry): it is ignored, as Conveyor's own enqueue ignores a duplicate id, rather
+-- than failing the INSERT on the unique id once the row below would be rewritten.
+CREATE TRIGGER jobs_duplicate_id BEFORE INSERT ON jobs
+WHEN (length(NEW.id) <> 36 OR NEW.id GLOB '*[^0-9a-f-]*')
+ AND EXISTS (
+        SELECT 1
+        FROM (SELECT replace(replace(replace(replace(lower(trim(NEW.id)), 'urn:uuid:', ''),
+                                             '{', ''), '}', ''), '-', '') AS h) AS form
+        JOIN jobs ON jobs.id = substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4)
+                               || '-' || substr(h, 17, 4) || '-' || substr(h, 21, 12)
+        WHERE length(h) = 32 AND h NOT GLOB '*[^0-9a-f]*')
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
+
 -- The WHEN clause is cheap and false for Conveyor's own inserts, which are canonical already.
 CREATE TRIGGER jobs_canonical_id AFTER INSERT ON jobs
 WHEN length(NEW.id) <> 36 OR NEW.id GLOB '*[^0-9a-f-]*'

@@ -4,4 +4,4 @@
 -- ?1 owner, ?2 new expiry, ?3 JSON array of the worker's job ids.
 UPDATE jobs SET lease_expires_at = ?2
 WHERE lease_owner = ?1 AND state = 'running' AND id IN (SELECT value FROM json_each(?3))
-RETURNING id, cancel_requested
+RETURNING id, cancel_requested = 1

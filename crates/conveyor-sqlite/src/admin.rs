@@ -163,7 +163,15 @@ impl DeadLetterList for SqliteEngine {
                 let rows = stmt.query_map(params![now_ms(), limit as i64], job_info)?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let job = row?;
+                    // A row written by another program that cannot be read must not hide the
+                    // rest of the list.
+                    let job = match row {
+                        Ok(job) => job,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "a dead job row cannot be read: left out of the list");
+                            continue;
+                        }
+                    };
                     out.push(DeadLetter {
                         original_queue: job.queue.clone(),
                         original_partition: None,
@@ -185,8 +193,7 @@ impl DeadLetters for SqliteEngine {
         let info = self
             .store
             .run(move |conn| {
-                let sql = format!("{RETRY_DEAD} AND id = ?2");
-                if conn.execute(&sql, params![now_ms(), id.to_string()])? == 0 {
+                if conn.execute(RETRY_DEAD, params![now_ms(), id.to_string()])? == 0 {
                     let job = must_load(conn, id)?;
                     return Err(Error::WrongState {
                         id: id.to_string(),
@@ -203,7 +210,25 @@ impl DeadLetters for SqliteEngine {
     }
 
     async fn retry_all_dead(&self) -> conveyor_core::Result<u64> {
-        let n = self.write(RETRY_DEAD, vec![now_ms().into()]).await?;
+        let n = self
+            .store
+            .run(|conn| {
+                // One at a time in seq order: each goes to the back of its key's line, and
+                // the retried jobs keep their order among themselves.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let ids = tx
+                    .prepare("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let now = now_ms();
+                let mut retried = 0;
+                for id in ids {
+                    retried += tx.execute(RETRY_DEAD, params![now, id])? as u64;
+                }
+                tx.commit()?;
+                Ok(retried)
+            })
+            .await?;
         self.notify();
         Ok(n)
     }

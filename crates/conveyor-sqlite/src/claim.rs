@@ -49,7 +49,9 @@ fn candidates_per_queue(tx: &Transaction<'_>, queues: &[String], limit: usize) -
     for queue in queues {
         let rows = stmt.query_map(
             named_params! {":limit": limit as i64, ":queue": queue},
-            |r| Ok((r.get(1)?, r.get(2)?, r.get(0)?)),
+            // A sort column of the wrong type (a row from another producer) sorts as 0: the
+            // row is still claimed, and quarantined, instead of failing every fetch.
+            |r| Ok((sort_key(r, 1), sort_key(r, 2), r.get(0)?)),
         )?;
         for row in rows {
             found.push(row?);
@@ -87,7 +89,7 @@ pub(crate) fn claim(
             // seq is the INTEGER PRIMARY KEY: always readable, so a bad row can be named.
             let seq: i64 = row.get(10)?;
             match crate::rows::leased_job(row) {
-                Ok(job) => claimed.push((sort_key(row, 8)?, sort_key(row, 9)?, seq, job)),
+                Ok(job) => claimed.push((sort_key(row, 8), sort_key(row, 9), seq, job)),
                 Err(error) => unreadable.push(Unreadable {
                     seq,
                     id: row.get::<_, String>(0).ok(),
@@ -116,12 +118,9 @@ pub(crate) fn claim(
     Ok(claimed.into_iter().map(|(_, _, _, job)| job).collect())
 }
 
-/// A sort column of a claimed row; a value of another type sorts as 0 rather than failing.
-fn sort_key<T: rusqlite::types::FromSql + Default>(
-    row: &rusqlite::Row<'_>,
-    index: usize,
-) -> Result<T> {
-    Ok(row.get(index).unwrap_or_default())
+/// A sort column of a row; a value of another type sorts as 0 rather than failing.
+fn sort_key<T: rusqlite::types::FromSql + Default>(row: &rusqlite::Row<'_>, index: usize) -> T {
+    row.get(index).unwrap_or_default()
 }
 
 /// Dead-letters a row that cannot be read, with the reason, and makes it readable for the

@@ -116,10 +116,15 @@ struct Db {
 
 impl Db {
     fn new(lease: Duration) -> Db {
+        Db::waiting(lease, Duration::from_millis(50))
+    }
+
+    /// A file whose writers wait up to `busy_timeout` for another process's lock.
+    fn waiting(lease: Duration, busy_timeout: Duration) -> Db {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = SqliteConfig::new(dir.path().join("faults.db"));
         config.lease = lease;
-        config.busy_timeout = Duration::from_millis(50);
+        config.busy_timeout = busy_timeout;
         Db { _dir: dir, config }
     }
 
@@ -269,6 +274,37 @@ async fn an_unreadable_row_is_dead_lettered_and_the_rest_run() {
     );
 }
 
+/// A worker serving a list of queues reads the sort columns (priority, run_at) of every
+/// candidate: a row holding text there must not fail every fetch (it runs, sorted as 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_with_a_text_priority_does_not_wedge_a_worker_of_listed_queues() {
+    let db = Db::new(Duration::from_secs(30));
+    let engine = db.engine();
+    let good = enqueue(&engine, NewJob::new("noop", json!({}))).await;
+    db.sql()
+        .execute(
+            "INSERT INTO jobs (id, kind, queue, payload, state, priority, max_attempts, run_at, created_at) \
+             VALUES (?1, 'noop', 'default', '{}', 'available', 'high', 3, 0, 0)",
+            [JobId::new().to_string()],
+        )
+        .expect("insert row");
+    let mut listed = config(Duration::from_secs(5));
+    listed.queues = vec!["default".into()];
+    let worker = start(&engine, Registry::with_builtins(), listed);
+    db.wait_for_state(good, "completed").await;
+    let completed = || {
+        db.sql()
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE state = 'completed'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("count")
+    };
+    wait_until("both jobs completed", || completed() == 2).await;
+    worker.stop().await.expect("worker stops cleanly");
+}
+
 /// A row written with an id in another valid UUID form (upper case, braces, no hyphens) runs
 /// and completes like any other: its report matches its row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +362,36 @@ async fn blocked_heartbeats_never_run_a_key_twice(max_attempts: u32) {
     );
 }
 
+/// The same with a busy timeout longer than the lease, and a second worker on the file: the
+/// first worker's loop waits on the lock for longer than the lease, so only the attempt itself
+/// can stop in time; the second worker rescues the job once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stuck_on_a_lock_longer_than_its_lease_never_runs_a_job_twice() {
+    let db = Db::waiting(Duration::from_secs(1), Duration::from_secs(3));
+    let engine = db.engine();
+    let ledger = Ledger::default();
+    let slow = NewJob::new("slow", json!({"ms": 5000, "key": "k"})).ordering_key("k");
+    let slow = enqueue(&engine, slow).await;
+    let next = NewJob::new("slow", json!({"ms": 10, "key": "k"})).ordering_key("k");
+    let next = enqueue(&engine, next).await;
+    let first = start(&engine, ledger.registry(), config(Duration::from_secs(5)));
+    wait_until("the slow job started", || ledger.started(slow)).await;
+    let second = start(
+        &db.engine(),
+        ledger.registry(),
+        config(Duration::from_secs(5)),
+    );
+    let holder = db.hold_write_lock(Duration::from_millis(4000)).await;
+    tokio::task::spawn_blocking(move || holder.join())
+        .await
+        .expect("join")
+        .expect("lock holder");
+    db.wait_for_state(next, "completed").await;
+    first.stop().await.expect("first worker stops cleanly");
+    second.stop().await.expect("second worker stops cleanly");
+    ledger.assert_no_overlap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_heartbeats_never_run_a_job_twice_at_once() {
     blocked_heartbeats_never_run_a_key_twice(3).await;
@@ -359,6 +425,7 @@ async fn outcomes_are_stored_at_shutdown_after_storage_was_busy() {
     let stopped = tokio::spawn(worker.stop());
     tokio::time::sleep(Duration::from_millis(150)).await;
     let holder = db.hold_write_lock(Duration::from_millis(2500)).await;
+    let locked_at = Instant::now();
     tokio::task::spawn_blocking(move || holder.join())
         .await
         .expect("join")
@@ -367,6 +434,15 @@ async fn outcomes_are_stored_at_shutdown_after_storage_was_busy() {
         .await
         .expect("join")
         .expect("worker stored every outcome");
+    let quick_end = ledger
+        .entries()
+        .iter()
+        .find(|e| e.id == quick)
+        .and_then(|e| e.end);
+    assert!(
+        quick_end.is_some_and(|end| end > locked_at),
+        "the quick job finished before storage was locked: this run tested nothing"
+    );
     assert_eq!(db.state(quick), "completed");
     assert_eq!(db.state(slow), "available", "released, not left running");
 }

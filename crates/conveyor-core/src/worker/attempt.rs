@@ -5,9 +5,67 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tokio::sync::watch;
 
 use super::Shared;
 use crate::{now_ms, Backoff, Completion, Job, JobContext, JobEvent, Outcome, Report};
+
+/// Runs an attempt that stops by itself once its lease may have expired. `trust` holds the
+/// deadline (the last confirmed renewal plus the trusted part of the lease), moved forward by
+/// every successful heartbeat; `None` for engines whose leases do not expire by time. The
+/// attempt checks it on its own, so a worker loop stuck on busy storage cannot keep it running
+/// past its lease while the engine hands the job (or the next job of its key) to another
+/// worker. A stopped attempt counts: it is retried now, or dead-lettered if it was the last.
+pub(super) async fn run_guarded(
+    shared: Arc<Shared>,
+    handler: Arc<dyn crate::Handler>,
+    job: Arc<Job>,
+    trust: Option<watch::Receiver<tokio::time::Instant>>,
+) -> Report {
+    let Some(mut trust) = trust else {
+        return run_attempt(&shared, handler, job).await;
+    };
+    let (id, attempt, max_attempts) = (job.id, job.attempt, job.max_attempts);
+    let kind = job.kind.clone();
+    let run = run_attempt(&shared, handler, job);
+    tokio::pin!(run);
+    let mut renewals = true;
+    loop {
+        let deadline = *trust.borrow_and_update();
+        tokio::select! {
+            report = &mut run => return report,
+            _ = tokio::time::sleep_until(deadline) => {
+                if *trust.borrow() <= tokio::time::Instant::now() {
+                    break;
+                }
+            }
+            changed = trust.changed(), if renewals => renewals = changed.is_ok(),
+        }
+    }
+    let error = "stopped: the lease could not be renewed in time (storage busy or unreachable), \
+                 so another worker may take the job"
+        .to_string();
+    tracing::error!(job = %id, attempt, "{error}");
+    shared.emit(|| JobEvent::Failed {
+        id,
+        kind,
+        attempt,
+        error: error.clone(),
+    });
+    let completion = if attempt >= max_attempts {
+        Completion::Dead { error }
+    } else {
+        Completion::Retry {
+            at_ms: now_ms(),
+            error,
+        }
+    };
+    Report {
+        id,
+        attempt,
+        completion,
+    }
+}
 
 pub(super) async fn run_attempt(
     shared: &Shared,

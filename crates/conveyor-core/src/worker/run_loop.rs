@@ -2,8 +2,9 @@
 //!
 //! Two rules keep a job from running twice at once and from being lost:
 //! - an attempt is trusted only while its lease is known to be alive: when the engine could not
-//!   renew it before it may have expired (storage busy, disk full), the attempt is stopped,
-//!   because the engine may already have handed the job to another worker;
+//!   renew it before it may have expired (storage busy, disk full), the attempt stops itself
+//!   (`attempt::run_guarded`), because the engine may already have handed the job to another
+//!   worker;
 //! - a finished attempt's report is kept until the engine stored it: failed exchanges are
 //!   retried (while heartbeats and shutdown go on), at shutdown too, for as long as the leases
 //!   of those jobs could still be held.
@@ -13,11 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::attempt::run_attempt;
+use super::attempt::run_guarded;
 use super::{Shared, WorkerConfig};
 use crate::{Completion, Error, Fetch, Job, JobEvent, JobId, Report, Result};
 
@@ -31,8 +32,8 @@ type AttemptKey = (JobId, u32);
 
 struct Running {
     task: JoinHandle<()>,
-    /// When the engine last confirmed this attempt's lease (the start of the call that did).
-    renewed: Instant,
+    /// Until when the attempt may run without a renewal (engines whose leases expire).
+    trust: Option<watch::Sender<Instant>>,
 }
 
 pub(super) struct Loop {
@@ -86,16 +87,27 @@ impl Loop {
         tokio::pin!(shutdown);
         loop {
             self.collect_done();
-            if Instant::now() >= self.next_heartbeat {
+            // Deadlines are checked here, not only in the select below: under load a report is
+            // almost always waiting there, and it must not starve them.
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) && !self.released {
+                self.release_all().await;
+            }
+            if self.retry_at.is_some_and(|t| now >= t) {
+                self.retry_at = None;
+            }
+            if now >= self.next_heartbeat {
                 self.heartbeat().await;
             }
-            self.stop_untrusted().await;
             // Registered before the fetch so an enqueue during the fetch is not missed.
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.retry_at.is_none() {
-                self.exchange().await?;
+                if let Err(err) = self.exchange().await {
+                    self.abandon_all().await;
+                    return Err(err);
+                }
             }
             if self.deadline.is_some() && self.running.is_empty() && self.pending.is_empty() {
                 return engine.leave(&self.config.owner).await;
@@ -103,24 +115,19 @@ impl Loop {
             let idle = self.deadline.is_none()
                 && self.retry_at.is_none()
                 && self.running.len() < self.config.concurrency;
-            let (retry_at, trust_until, deadline) = (
-                self.retry_at,
-                self.next_untrusted(),
-                self.deadline.filter(|_| !self.released),
-            );
+            let (retry_at, deadline) = (self.retry_at, self.deadline.filter(|_| !self.released));
             tokio::select! {
                 biased;
-                Some(report) = self.done_rx.recv() => self.finished(report),
                 _ = &mut shutdown, if self.deadline.is_none() => {
                     tracing::info!(running = self.running.len(), "shutting down: no new jobs");
                     self.deadline = Some(Instant::now() + self.config.shutdown_grace);
                 }
+                Some(report) = self.done_rx.recv() => self.finished(report),
+                _ = sleep_until_opt(deadline) => {}
                 _ = tokio::time::sleep_until(self.next_heartbeat) => {}
+                _ = sleep_until_opt(retry_at) => {}
                 _ = &mut notified, if idle => {}
                 _ = tokio::time::sleep(self.config.poll_interval), if idle => {}
-                _ = sleep_until_opt(retry_at) => self.retry_at = None,
-                _ = sleep_until_opt(trust_until) => {}
-                _ = sleep_until_opt(deadline) => self.release_all().await,
             }
         }
     }
@@ -150,6 +157,26 @@ impl Loop {
                     self.start(job, asked).await;
                 }
                 Ok(())
+            }
+            Err(err) if limit > 0 && !reports.is_empty() => {
+                // The fetch may be what fails (say, a row no build can read): store the
+                // reports on their own, so a failing fetch never holds finished work back.
+                tracing::warn!(error = %err, "exchange failed: storing the reports alone");
+                self.retry_at = Some(Instant::now() + self.error_delay);
+                self.error_delay = (self.error_delay * 2).min(MAX_ERROR_DELAY);
+                let reports_only = Fetch { limit: 0, ..fetch };
+                match self
+                    .shared
+                    .engine
+                    .exchange(reports.clone(), &reports_only)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        self.pending.extend(reports);
+                        Ok(())
+                    }
+                }
             }
             Err(err) => {
                 self.pending.extend(reports);
@@ -214,12 +241,18 @@ impl Loop {
         let key = (job.id, job.attempt);
         let shared = self.shared.clone();
         let done = self.done_tx.clone();
+        let (trust, trusted) = match self.trust {
+            Some(trust) => {
+                let (tx, rx) = watch::channel(leased_at + trust);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let task = tokio::spawn(async move {
-            let report = run_attempt(&shared, handler, Arc::new(job)).await;
+            let report = run_guarded(shared, handler, Arc::new(job), trusted).await;
             let _ = done.send(report);
         });
-        let renewed = leased_at;
-        self.running.insert(key, Running { task, renewed });
+        self.running.insert(key, Running { task, trust });
     }
 
     fn unknown_kind(&mut self, job: Job) {
@@ -264,9 +297,15 @@ impl Loop {
                 return;
             }
         };
-        for (key, running) in self.running.iter_mut() {
-            if !renewal.lost.contains(&key.0) {
-                running.renewed = asked;
+        if let Some(trust) = self.trust {
+            for (key, running) in &self.running {
+                if let Some(tx) = running
+                    .trust
+                    .as_ref()
+                    .filter(|_| !renewal.lost.contains(&key.0))
+                {
+                    tx.send_replace(asked + trust);
+                }
             }
         }
         let lost = self.attempts_of(&renewal.lost);
@@ -292,30 +331,10 @@ impl Loop {
             .collect()
     }
 
-    /// When the first running attempt stops being trusted (`None`: leases do not expire).
-    fn next_untrusted(&self) -> Option<Instant> {
-        let trust = self.trust?;
-        self.running.values().map(|r| r.renewed + trust).min()
-    }
-
-    /// Stops the attempts whose lease was not renewed in time and gives them back: the engine
-    /// may rescue them for another worker at any moment now.
-    async fn stop_untrusted(&mut self) {
-        let Some(trust) = self.trust else { return };
-        let now = Instant::now();
-        let untrusted: Vec<AttemptKey> = self
-            .running
-            .iter()
-            .filter(|(_, r)| now >= r.renewed + trust)
-            .map(|(key, _)| *key)
-            .collect();
-        if !untrusted.is_empty() {
-            tracing::error!(
-                count = untrusted.len(),
-                "leases could not be renewed in time: stopping those jobs so they never run twice at once"
-            );
-            self.stop(&untrusted, Some(Completion::Released)).await;
-        }
+    /// The worker gives up (outcomes it cannot store): nothing it started may go on running.
+    async fn abandon_all(&mut self) {
+        let keys: Vec<AttemptKey> = self.running.keys().copied().collect();
+        self.stop(&keys, None).await;
     }
 
     async fn release_all(&mut self) {
