@@ -3,7 +3,8 @@
 //! retry, on a real file, with the invariants checked after every step:
 //! - no job is lost: every enqueued job is still there, unless a purge removed it, and a purge
 //!   removes exactly the jobs waiting for their first attempt;
-//! - no two jobs of one ordering key run at once;
+//! - no two jobs of one ordering key are leased (`running`) at once (that an attempt whose lease
+//!   was lost also stops running in its worker is the worker runtime's part: tests/faults.rs);
 //! - attempts never exceed `max_attempts`;
 //! - a job cancelled by a user is never handed out again (unless retried from the dead-letter
 //!   list);
