@@ -45,6 +45,8 @@ pub struct Delivered {
     wanted: Option<i64>,
     /// Re-fetches of the tail so far: the position sought and how many times.
     tail: Option<(i64, u32)>,
+    /// True once the consumer gave an offset.
+    given: bool,
 }
 
 impl Delivered {
@@ -59,6 +61,16 @@ impl Delivered {
 
     /// Records that the consumer gave `offset`, and says whether it is new.
     pub fn seen(&mut self, offset: i64) -> Seen {
+        if !self.given {
+            self.given = true;
+            if self.next.is_some_and(|start| offset < start) {
+                // The consumer did not start at the committed position: it was out of range
+                // (the broker lost or deleted records) and the client reset to the log start.
+                // What it reads from there is new.
+                tracing::warn!(committed = ?self.next, first = offset, "the consumer started below the committed offset (reset): reading from there");
+                self.next = None;
+            }
+        }
         let seen = match self.next {
             None => {
                 self.next = Some(offset + 1);
@@ -238,6 +250,19 @@ mod tests {
         }
         assert_eq!(d.first_missing(), None);
         assert_eq!(d.take_refetch(), None);
+    }
+
+    #[test]
+    fn a_consumer_reset_below_the_committed_offset_runs_what_it_reads() {
+        let mut d = Delivered::starting_at(500);
+        assert_eq!(
+            d.seen(0),
+            Seen::New,
+            "the log was reset: offset 0 is a new record"
+        );
+        assert_eq!(d.seen(1), Seen::New);
+        assert_eq!(d.first_missing(), None);
+        assert_eq!(d.next(), Some(2));
     }
 
     #[test]
