@@ -2,7 +2,6 @@
 //! and the poll loop that decodes records into jobs (or dead-letters what is not a job).
 
 use std::collections::HashSet;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,13 +10,21 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
+mod records;
+mod refetch;
+
+use records::dead_letter_poison;
+pub use records::record_of;
+pub(crate) use records::{decode, poison_letter, provenance, read_message};
+use refetch::{check_idle, refetch, starting_positions, IDLE_MS};
+
 use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Lane, Pending, State, Tp};
-use crate::{Envelope, Error, KafkaConfig, Level, Record};
+use crate::{Error, KafkaConfig, Level};
 
 /// Most records one lane holds read and not finished: beyond it the lane pauses its partitions
 /// until workers catch up (back-pressure that bounds memory by this, not the backlog), and
@@ -129,29 +136,6 @@ impl ConsumerContext for LaneContext {
             for (tp, position) in positions {
                 state.start_at(&tp, position);
             }
-        }
-    }
-}
-
-/// Where the consumer starts reading newly assigned partitions: their committed offsets (a
-/// partition without one starts at the log's start, whatever it is then: none is given). A
-/// first record above that position means the broker skipped the records in between.
-fn starting_positions(
-    consumer: &BaseConsumer<LaneContext>,
-    list: &TopicPartitionList,
-) -> Vec<(Tp, i64)> {
-    match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
-        Ok(committed) => committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(position) => Some(((Arc::from(e.topic()), e.partition()), position)),
-                _ => None,
-            })
-            .collect(),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot read the committed offsets of assigned partitions: a skip at their start goes unnoticed");
-            Vec::new()
         }
     }
 }
@@ -286,59 +270,6 @@ pub(crate) async fn poll_loop(
     }
 }
 
-/// How long a partition gives no record before its consumer compares what it was given with
-/// the broker's log end (records skipped at the tail), in ms.
-const IDLE_MS: i64 = 2000;
-
-/// Seeks `tp` back to `from`: the broker skipped records there (docs/kafka-engine.md, "Records
-/// the broker skips"). Offsets given again are ignored, so nothing runs twice.
-fn refetch(consumer: &LaneConsumer, shared: &Shared, tp: &Tp, from: i64) {
-    tracing::warn!(topic = %tp.0, partition = tp.1, from, "offsets were never given by the broker: fetching the partition again from the first one missing");
-    if let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(from), Duration::from_secs(1)) {
-        tracing::warn!(error = %err, topic = %tp.0, partition = tp.1, "cannot seek to re-fetch; trying again");
-        shared.state().refetch_failed(tp, from);
-    }
-}
-
-/// For `lane`'s partitions that gave nothing for a while: ends re-fetches that read all there
-/// was, and re-fetches a tail the broker skipped (the log end, cached from the last fetch
-/// answer, is past the last record given). Partitions `held` back (paused: the buffer is full)
-/// give nothing because they are paused, which says nothing about what the broker has.
-fn check_idle(consumer: &LaneConsumer, shared: &Shared, lane: Lane, held: &HashSet<Tp>) {
-    let idle = shared.state().idle_partitions(lane, now_ms(), IDLE_MS);
-    for tp in idle.into_iter().filter(|tp| !held.contains(tp)) {
-        let Some(log_end) = cached_log_end(consumer, &tp) else {
-            continue;
-        };
-        let seek_to = shared.state().idle(&tp, log_end);
-        if let Some(from) = seek_to {
-            refetch(consumer, shared, &tp, from);
-        }
-    }
-}
-
-/// The log end of `tp` as the consumer's last fetch answer gave it, without asking the broker
-/// (rust-rdkafka only wraps the query that asks it: one request per idle partition per second
-/// would load a broker that serves one request at a time).
-fn cached_log_end(consumer: &LaneConsumer, tp: &Tp) -> Option<i64> {
-    let topic = std::ffi::CString::new(tp.0.as_bytes()).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid for the consumer's lifetime (borrowed here), the
-    // topic is a NUL-terminated string that outlives the call, and librdkafka only writes the
-    // two integers it is given.
-    let code = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            tp.1,
-            &mut low,
-            &mut high,
-        )
-    };
-    (code == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
-}
-
 /// Back-pressure: the lane's buffer is full, so every partition of the lane is paused (the
 /// client stops fetching; what it had fetched it drops and fetches again on resume) while the
 /// poll loop goes on polling. Partitions assigned meanwhile are paused too.
@@ -425,138 +356,4 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
     if let Accepted::Ready = accepted {
         shared.waker.notify_waiters();
     }
-}
-
-/// The job a record read from `topic` carries: decoded by the topic's ingest entry, else as
-/// Conveyor's envelope, at the priority of the topic's level. Pure (no client), so what a
-/// hostile or malformed record becomes is tested without a broker (`decode_props.rs`).
-pub(crate) fn decode(
-    config: &KafkaConfig,
-    topic: &str,
-    record: &Record,
-    now_ms: i64,
-) -> Result<Envelope, Error> {
-    let decoded = match config.ingest.iter().find(|i| i.topic == topic) {
-        Some(ingest) => ingest.decoder.decode(record, now_ms),
-        None => Envelope::from_record(record, &queue_of(config, topic)),
-    };
-    decoded.map(|envelope| at_level_of(config, topic, envelope))
-}
-
-/// The dead letter of a record that is not a job: the record as it was read, with the
-/// provenance headers and the decode error (which names the field) as its error message.
-pub(crate) fn poison_letter(mut record: Record, tp: &Tp, offset: i64, err: &Error) -> Record {
-    provenance(
-        &mut record,
-        tp,
-        offset,
-        &format!("undecodable record: {err}"),
-    );
-    record
-}
-
-/// A poison letter goes to the dead-letter topic; retried until the broker takes it, so a
-/// poison record is never silently dropped.
-async fn dead_letter_poison(shared: &Shared, tp: &Tp, offset: i64, letter: &Record, err: &Error) {
-    let dead = shared.config.topics.dead();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match shared.producer.send(&dead, letter).await {
-            Ok(_) => {
-                tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %err, "undecodable record dead-lettered");
-                return;
-            }
-            Err(send_err) => {
-                tracing::error!(error = %send_err, "cannot dead-letter a poison record yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Adds the seeds' provenance headers.
-pub(crate) fn provenance(record: &mut Record, (topic, partition): &Tp, offset: i64, error: &str) {
-    let mut put = |name: &str, value: String| {
-        record.headers.retain(|(n, _)| n != name);
-        record.headers.push((name.to_string(), value.into_bytes()));
-    };
-    put(crate::envelope::header::ORIGINAL_TOPIC, topic.to_string());
-    put(
-        crate::envelope::header::ORIGINAL_PARTITION,
-        partition.to_string(),
-    );
-    put(crate::envelope::header::ORIGINAL_OFFSET, offset.to_string());
-    put(crate::envelope::header::ERROR_MESSAGE, error.to_string());
-    put(
-        crate::envelope::header::ERROR_TIMESTAMP,
-        now_ms().to_string(),
-    );
-}
-
-/// A consumed message as a [`Record`], for reading (inspection, tests). A header whose name
-/// cannot be read (see [`read_message`]) is left out; the engine dead-letters such a record.
-pub fn record_of<M: Message>(message: &M) -> Record {
-    read_message(message).0
-}
-
-/// A consumed message as a [`Record`], and why it is not a faithful copy when it is not.
-///
-/// librdkafka hands header names over as C strings, and rdkafka (0.39, `BorrowedHeaders::
-/// try_get`) panics on a name that is not UTF-8: a producer could stop a lane's poll loop for
-/// good with one such header (the panic ends the loop's task, the worker keeps running and
-/// reads nothing more). So each header is read on its own, and a panic in reading it is caught:
-/// the header is left out and the error says which one (its name cannot be shown). The job
-/// is not run without it: a header Conveyor cannot read is one it cannot forward to a retry
-/// tier either, so the record goes to the dead-letter topic where it can be seen.
-pub(crate) fn read_message<M: Message>(message: &M) -> (Record, Option<Error>) {
-    let mut headers = Vec::new();
-    let mut unreadable = Vec::new();
-    if let Some(all) = message.headers() {
-        for index in 0..all.count() {
-            let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                all.try_get(index)
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-            }));
-            match read {
-                Ok(Some(header)) => headers.push(header),
-                // Out of range: the client said there are `count()`; nothing to read.
-                Ok(None) => {}
-                Err(_) => unreadable.push(index),
-            }
-        }
-    }
-    let error = (!unreadable.is_empty()).then(|| {
-        let list: Vec<String> = unreadable.iter().map(|i| format!("#{i}")).collect();
-        Error::invalid(
-            format!("header {}", list.join(", ")),
-            "the name is not UTF-8, so the header cannot be read (left out of this record)",
-        )
-    });
-    let record = Record {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
-    };
-    (record, error)
-}
-
-/// A job read from the high or low topic without a priority (no `conveyor-priority` header:
-/// a plain producer wrote it there) gets that level's priority. A priority the record states
-/// is kept, also when it names another level (a record an older producer wrote).
-fn at_level_of(config: &KafkaConfig, topic: &str, mut envelope: Envelope) -> Envelope {
-    if let Some((_, level)) = config.topics.level_of(topic) {
-        if envelope.priority == 0 {
-            envelope.priority = level.priority();
-        }
-    }
-    envelope
-}
-
-fn queue_of(config: &KafkaConfig, topic: &str) -> String {
-    config
-        .topics
-        .queue_of(topic)
-        .unwrap_or(conveyor_core::DEFAULT_QUEUE)
-        .to_string()
 }
