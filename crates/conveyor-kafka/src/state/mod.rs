@@ -7,6 +7,12 @@ use std::sync::Arc;
 
 use conveyor_core::JobId;
 
+mod copies;
+mod flow;
+mod redelivery;
+
+use copies::Finished;
+
 use crate::delivery::Seen;
 use crate::offsets::PartitionOffsets;
 use crate::Envelope;
@@ -63,43 +69,6 @@ pub(crate) enum Accepted {
 
 /// Which FIFO a ready job waits in: its priority, lane and queue.
 type ReadyKey = (i32, Lane, String);
-
-/// How many finished job ids a session remembers to tell a late copy of a record from a new
-/// job: a record delivered again after its job finished (a producer's retry that arrives
-/// late, a re-fetched range) is skipped while its id is among the last this many finished.
-const REMEMBERED: usize = 65_536;
-
-/// Job ids that finished lately, each with the attempt below which its records are done:
-/// every record of a finished job, or those before its retry-tier record for a job that went
-/// there (the tier record itself still runs).
-#[derive(Default)]
-struct Finished {
-    below: HashMap<JobId, u32>,
-    order: VecDeque<JobId>,
-}
-
-impl Finished {
-    fn remember(&mut self, id: JobId, below: u32) {
-        match self.below.get_mut(&id) {
-            Some(old) => *old = (*old).max(below),
-            None => {
-                self.below.insert(id, below);
-                self.order.push_back(id);
-            }
-        }
-        while self.order.len() > REMEMBERED {
-            if let Some(old) = self.order.pop_front() {
-                self.below.remove(&old);
-            }
-        }
-    }
-
-    fn covers(&self, envelope: &Envelope) -> bool {
-        self.below
-            .get(&envelope.id)
-            .is_some_and(|below| envelope.attempt < *below)
-    }
-}
 
 /// Records of one job waiting for its running (or ready, or held) record: finished with it.
 type Twins = Vec<Pending>;
@@ -227,69 +196,6 @@ impl State {
         }
     }
 
-    /// True when the consumer gave `offset` of `tp` before: the record is ignored.
-    pub fn is_repeat(&self, tp: &Tp, offset: i64) -> bool {
-        self.offsets.get(tp).is_some_and(|o| o.is_repeat(offset))
-    }
-
-    /// The consumer of a newly assigned partition reads it from `position` (its committed
-    /// offset): a first record above it means the broker skipped the ones in between.
-    pub fn start_at(&mut self, tp: &Tp, position: i64) {
-        self.offsets
-            .insert(tp.clone(), PartitionOffsets::starting_at(position));
-    }
-
-    /// Partitions of `lane` whose consumer must seek back to re-fetch offsets it was never
-    /// given, with the offset to seek to.
-    pub fn take_refetches(&mut self, lane: Lane) -> Vec<(Tp, i64)> {
-        if self.refetch_due.is_empty() {
-            return Vec::new();
-        }
-        let mine: Vec<Tp> = self
-            .refetch_due
-            .iter()
-            .filter(|tp| self.assigned.get(*tp) == Some(&lane))
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for tp in mine {
-            self.refetch_due.remove(&tp);
-            if let Some(at) = self.offsets.get_mut(&tp).and_then(|o| o.take_refetch()) {
-                out.push((tp, at));
-            }
-        }
-        out
-    }
-
-    /// A seek asked for by [`State::take_refetches`] failed: it is asked for again.
-    pub fn refetch_failed(&mut self, tp: &Tp, from: i64) {
-        if let Some(offsets) = self.offsets.get_mut(tp) {
-            offsets.refetch_failed(from);
-            self.refetch_due.insert(tp.clone());
-        }
-    }
-
-    /// Partitions of `lane`, not paused, that gave no record for `idle_ms`.
-    pub fn idle_partitions(&self, lane: Lane, now_ms: i64, idle_ms: i64) -> Vec<Tp> {
-        self.assigned
-            .iter()
-            .filter(|(tp, l)| **l == lane && !self.paused.contains(*tp))
-            .filter(|(tp, _)| {
-                self.last_read
-                    .get(*tp)
-                    .is_none_or(|t| now_ms - t >= idle_ms)
-            })
-            .filter(|(tp, _)| self.offsets.contains_key(*tp))
-            .map(|(tp, _)| tp.clone())
-            .collect()
-    }
-
-    /// `tp` has been idle, and the broker's log end is `log_end`: where to seek, if records
-    /// were skipped (see [`PartitionOffsets::idle`]).
-    pub fn idle(&mut self, tp: &Tp, log_end: i64) -> Option<i64> {
-        self.offsets.get_mut(tp)?.idle(log_end)
-    }
-
     fn admit(&mut self, pending: Pending) -> Accepted {
         if let Some(key) = pending.envelope.ordering_key.clone() {
             if !self.busy_keys.insert(key.clone()) {
@@ -411,88 +317,6 @@ impl State {
     /// Puts back a lease taken with [`State::unlease`] (its outcome could not be stored yet).
     pub fn relet(&mut self, pending: Pending) {
         self.leased.insert(pending.envelope.id, pending);
-    }
-
-    /// True when the job was handed out before its partition was revoked (it reports late).
-    pub fn is_orphan(&self, id: JobId) -> bool {
-        self.orphans.contains(&id)
-    }
-
-    /// Marks a job's record finished, and its copies with it (records of attempts below
-    /// `done_below`: all of them once the job completed or died, those before its retry-tier
-    /// record when it went there), and remembers them done. Lets the next job of its key go.
-    /// Returns true when a record of the job's next attempt, read meanwhile, was placed.
-    pub fn finish(&mut self, pending: &Pending, done_below: u32) -> bool {
-        let id = pending.envelope.id;
-        // An orphan's record belongs to an assignment that is over: a copy read again since
-        // (the same offset, maybe) is one of its twins.
-        if !self.orphans.remove(&id) {
-            self.finish_offset(&pending.tp, pending.offset);
-        }
-        let (done, next): (Twins, Twins) = self
-            .live
-            .remove(&id)
-            .unwrap_or_default()
-            .into_iter()
-            .partition(|twin| twin.envelope.attempt < done_below);
-        for twin in done {
-            self.finish_offset(&twin.tp, twin.offset);
-        }
-        self.finished.remember(id, done_below);
-        if let Some(key) = &pending.envelope.ordering_key {
-            self.next_of_key(key);
-        }
-        // The job's next record (its retry-tier record, read before this outcome was stored)
-        // is no copy: it runs, and copies of it wait for it.
-        let mut next = next.into_iter();
-        let Some(heir) = next.next() else {
-            return false;
-        };
-        self.live.insert(id, next.collect());
-        self.place(heir);
-        true
-    }
-
-    /// Places a record of the job's next attempt that waited as a twin: held until its retry
-    /// time (in offset order among its partition's held records), or ready.
-    fn place(&mut self, pending: Pending) {
-        if pending.envelope.not_before.is_none() {
-            let _ = self.admit(pending);
-            return;
-        }
-        let queue = self.delayed.entry(pending.tp.clone()).or_default();
-        let at = queue
-            .iter()
-            .position(|p| p.offset > pending.offset)
-            .unwrap_or(queue.len());
-        queue.insert(at, pending);
-    }
-
-    /// Gives up a revoked job that reported late without an outcome to store (released, or a
-    /// keyed retry whose record another assignment owns now). A copy of it read again since
-    /// takes its place, with its attempts (`retry`: attempt and due time) so the job goes on
-    /// here; without one, its key goes to the next job.
-    pub fn give_up(&mut self, pending: &Pending, retry: Option<(u32, i64)>) {
-        let id = pending.envelope.id;
-        self.orphans.remove(&id);
-        let mut twins = self.live.remove(&id).unwrap_or_default();
-        if twins.is_empty() {
-            if let Some(key) = &pending.envelope.ordering_key {
-                self.next_of_key(key);
-            }
-            return;
-        }
-        let mut heir = twins.remove(0);
-        self.live.insert(id, twins);
-        // The heir's key (if any) is the orphan's and stays busy: it goes first.
-        match retry {
-            Some((attempt, at_ms)) => {
-                heir.envelope.attempt = attempt;
-                heir.envelope.not_before = Some(at_ms);
-                self.held.push(heir);
-            }
-            None => self.push_ready(heir, true),
-        }
     }
 
     fn finish_offset(&mut self, tp: &Tp, offset: i64) {
@@ -647,90 +471,6 @@ impl State {
             || self.held.iter().any(has_key)
             || self.ready.values().flatten().any(has_key)
     }
-
-    /// The partitions of `lane` to pause and to resume; records them as paused or not.
-    ///
-    /// A partition with at least `pause_at` records read and unfinished is paused while a
-    /// partition of another topic is light (at most half that, not paused, and it gave a record
-    /// in the last [`ACTIVE_MS`] before `now_ms`): pausing helps when
-    /// one topic's backlog (a retry storm, a burst in one queue) would crowd another topic's
-    /// records out of the client's fetch queue. One queue draining its own backlog is never
-    /// paused, because each pause costs a refetch. A paused partition resumes at half, or once
-    /// no other topic has a light partition.
-    ///
-    /// Low-priority topics (`is_low`) never count as light, and a low partition with
-    /// `pause_at` unfinished is paused while any other partition of the lane is active: its
-    /// ready jobs go after those anyway, and its prefetched records must not crowd theirs out.
-    pub fn flow(
-        &mut self,
-        lane: Lane,
-        pause_at: usize,
-        now_ms: i64,
-        is_low: impl Fn(&str) -> bool,
-    ) -> (Vec<Tp>, Vec<Tp>) {
-        let resume_at = pause_at / 2;
-        let in_flight = |tp: &Tp| self.offsets.get(tp).map_or(0, PartitionOffsets::in_flight);
-        // Called after every record: nothing to decide (and nothing to allocate) unless a
-        // partition is paused or full.
-        let deciding = self
-            .assigned
-            .iter()
-            .any(|(tp, l)| *l == lane && (self.paused.contains(tp) || in_flight(tp) >= pause_at));
-        if !deciding {
-            return (Vec::new(), Vec::new());
-        }
-        let partitions: Vec<(Tp, usize, bool)> = self
-            .assigned
-            .iter()
-            .filter(|(_, l)| **l == lane)
-            .map(|(tp, _)| (tp.clone(), in_flight(tp), self.paused.contains(tp)))
-            .collect();
-        let active = |tp: &Tp| {
-            self.last_read
-                .get(tp)
-                .is_some_and(|at| *at >= now_ms - ACTIVE_MS)
-        };
-        let light_topics: HashSet<Arc<str>> = partitions
-            .iter()
-            .filter(|(tp, n, paused)| !paused && *n <= resume_at && active(tp) && !is_low(&tp.0))
-            .map(|(tp, _, _)| tp.0.clone())
-            .collect();
-        let active_topics: HashSet<Arc<str>> = partitions
-            .iter()
-            .filter(|(tp, _, _)| active(tp) && !is_low(&tp.0))
-            .map(|(tp, _, _)| tp.0.clone())
-            .collect();
-        let mut pause = Vec::new();
-        let mut resume = Vec::new();
-        for (tp, n, paused) in partitions {
-            let yields_to = if is_low(&tp.0) {
-                &active_topics
-            } else {
-                &light_topics
-            };
-            let other = yields_to.iter().any(|topic| *topic != tp.0);
-            if !paused && n >= pause_at && other {
-                pause.push(tp);
-            } else if paused && (n <= resume_at || !other) {
-                resume.push(tp);
-            }
-        }
-        self.paused.extend(pause.iter().cloned());
-        for tp in &resume {
-            self.paused.remove(tp);
-            self.last_read.remove(tp);
-        }
-        (pause, resume)
-    }
-
-    /// Jobs read from `lane`'s partitions and not finished: its back-pressure measure.
-    pub fn buffered(&self, lane: Lane) -> usize {
-        self.offsets
-            .iter()
-            .filter(|(tp, _)| self.lane(tp) == lane)
-            .map(|(_, o)| o.in_flight())
-            .sum()
-    }
 }
 
 fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -742,9 +482,7 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "state_props.rs"]
 mod props;
