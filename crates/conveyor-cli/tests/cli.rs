@@ -96,6 +96,19 @@ impl Sandbox {
         }
     }
 
+    /// Starts `conveyor ARGS` in the background, its log in the sandbox's file `log`.
+    fn spawn(&self, args: &[&str], log: &str) -> Background {
+        let log = std::fs::File::create(self.path(log)).expect("log file");
+        let child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn conveyor");
+        Background(child)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -541,15 +554,7 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     .expect("write config");
     let before = sandbox.run(&["enqueue", "noop"]);
     let before = before.ok().to_string();
-    let log = std::fs::File::create(sandbox.path("serve.log")).expect("log file");
-    let serve = sandbox
-        .command(&["serve", "--concurrency", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn serve");
-    let mut serve = Background(serve);
+    let mut serve = sandbox.spawn(&["serve", "--concurrency", "4"], "serve.log");
 
     let after = sandbox.run(&["enqueue", "noop", "--json"]).json();
     let doomed = sandbox.run(&["enqueue", "fail", "--max-attempts", "2"]);
@@ -624,15 +629,7 @@ fn a_bad_row_is_dead_lettered_and_sigterm_still_stops_the_worker() {
     )
     .expect("insert a row as another producer would");
     drop(db);
-    let log = std::fs::File::create(sandbox.path("worker.log")).expect("log file");
-    let worker = sandbox
-        .command(&["worker", "--concurrency", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn worker");
-    let mut worker = Background(worker);
+    let mut worker = sandbox.spawn(&["worker", "--concurrency", "4"], "worker.log");
     for id in &good {
         sandbox.wait_for_state(id, "completed");
     }

@@ -176,6 +176,17 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Holds the write lock for `hold` from another connection and returns once it is released.
+    async fn lock_for(&self, hold: Duration) {
+        let holder = self.hold_write_lock(hold).await;
+        tokio::task::spawn_blocking(move || holder.join())
+            .await
+            .expect("join")
+            .expect("lock holder");
+    }
+}
+
 fn config(grace: Duration) -> WorkerConfig {
     WorkerConfig {
         concurrency: 4,
@@ -220,6 +231,15 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 async fn enqueue(engine: &Arc<dyn Engine>, job: NewJob) -> JobId {
     engine.enqueue(job).await.expect("enqueue").id
+}
+
+/// A slow job of ordering key `k` (5 s, `max_attempts`) and the key's next job behind it.
+async fn slow_then_next(engine: &Arc<dyn Engine>, max_attempts: u32) -> (JobId, JobId) {
+    let slow = NewJob::new("slow", json!({"ms": 5000, "key": "k"}))
+        .ordering_key("k")
+        .max_attempts(max_attempts);
+    let next = NewJob::new("slow", json!({"ms": 10, "key": "k"})).ordering_key("k");
+    (enqueue(engine, slow).await, enqueue(engine, next).await)
 }
 
 /// Inserts a row with plain SQL, as another producer following docs/sqlite-schema.md would.
@@ -339,19 +359,10 @@ async fn blocked_heartbeats_never_run_a_key_twice(max_attempts: u32) {
     let db = Db::new(Duration::from_secs(1));
     let engine = db.engine();
     let ledger = Ledger::default();
-    let slow = NewJob::new("slow", json!({"ms": 5000, "key": "k"}))
-        .ordering_key("k")
-        .max_attempts(max_attempts);
-    let slow = enqueue(&engine, slow).await;
-    let next = NewJob::new("slow", json!({"ms": 10, "key": "k"})).ordering_key("k");
-    let next = enqueue(&engine, next).await;
+    let (slow, next) = slow_then_next(&engine, max_attempts).await;
     let worker = start(&engine, ledger.registry(), config(Duration::from_secs(5)));
     wait_until("the slow job started", || ledger.started(slow)).await;
-    let holder = db.hold_write_lock(Duration::from_millis(2500)).await;
-    tokio::task::spawn_blocking(move || holder.join())
-        .await
-        .expect("join")
-        .expect("lock holder");
+    db.lock_for(Duration::from_millis(2500)).await;
     db.wait_for_state(next, "completed").await;
     worker.stop().await.expect("worker stops cleanly");
     ledger.assert_no_overlap();
@@ -370,10 +381,7 @@ async fn a_worker_stuck_on_a_lock_longer_than_its_lease_never_runs_a_job_twice()
     let db = Db::waiting(Duration::from_secs(1), Duration::from_secs(3));
     let engine = db.engine();
     let ledger = Ledger::default();
-    let slow = NewJob::new("slow", json!({"ms": 5000, "key": "k"})).ordering_key("k");
-    let slow = enqueue(&engine, slow).await;
-    let next = NewJob::new("slow", json!({"ms": 10, "key": "k"})).ordering_key("k");
-    let next = enqueue(&engine, next).await;
+    let (slow, next) = slow_then_next(&engine, 3).await;
     let first = start(&engine, ledger.registry(), config(Duration::from_secs(5)));
     wait_until("the slow job started", || ledger.started(slow)).await;
     let second = start(
@@ -381,11 +389,7 @@ async fn a_worker_stuck_on_a_lock_longer_than_its_lease_never_runs_a_job_twice()
         ledger.registry(),
         config(Duration::from_secs(5)),
     );
-    let holder = db.hold_write_lock(Duration::from_millis(4000)).await;
-    tokio::task::spawn_blocking(move || holder.join())
-        .await
-        .expect("join")
-        .expect("lock holder");
+    db.lock_for(Duration::from_millis(4000)).await;
     db.wait_for_state(next, "completed").await;
     first.stop().await.expect("first worker stops cleanly");
     second.stop().await.expect("second worker stops cleanly");
