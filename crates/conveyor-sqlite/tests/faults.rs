@@ -352,9 +352,11 @@ async fn a_job_inserted_with_a_non_canonical_id_completes() {
     worker.stop().await.expect("worker stops cleanly");
 }
 
-/// With heartbeats blocked by another process's write lock, the worker stops the attempt whose
-/// lease it could not renew before the engine rescues it: the job (and, when it is on its last
-/// attempt and dies, the next job of its ordering key) never runs while the old attempt runs.
+/// With heartbeats blocked by another process's write lock, the attempt whose lease could not be
+/// renewed stops itself before the lease expires: the job never runs again (after a rescue, or
+/// its own retry), and when that was its last attempt and it is dead, the next job of its
+/// ordering key never starts, while the old attempt still runs. (On main the old attempt ran
+/// on: the rescue, to `available` or to `dead`, overlapped it.)
 async fn blocked_heartbeats_never_run_a_key_twice(max_attempts: u32) {
     let db = Db::new(Duration::from_secs(1));
     let engine = db.engine();
@@ -401,6 +403,8 @@ async fn blocked_heartbeats_never_run_a_job_twice_at_once() {
     blocked_heartbeats_never_run_a_key_twice(3).await;
 }
 
+/// Item 6 of issue 13: a job that goes dead on its last attempt frees its key only after
+/// that attempt stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rescue_to_dead_never_starts_the_next_job_of_the_key_early() {
     blocked_heartbeats_never_run_a_key_twice(1).await;
