@@ -367,6 +367,28 @@ mod tests {
         }
     }
 
+    /// Exchanges as an idle worker does (nothing to report, `limit` free slots) every 50 ms
+    /// until the group's committed offset of `topic` is `position`, for at most 10 s; returns
+    /// the last committed offset read.
+    async fn exchange_until_committed(
+        session: &Session,
+        config: &KafkaConfig,
+        topic: &str,
+        limit: usize,
+        position: i64,
+    ) -> i64 {
+        let mut committed_now = -1;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            session.exchange(vec![], limit).await.expect("exchange");
+            committed_now = tokio::task::block_in_place(|| committed(config, topic));
+            if committed_now == position {
+                break;
+            }
+        }
+        committed_now
+    }
+
     /// A broker that refuses one commit (librdkafka's mock cluster, which can inject an error
     /// into the next OffsetCommit answer): the position is sent again by a later exchange of
     /// the idle worker, and the group's committed offset reaches the log end. (Before: the
@@ -403,15 +425,7 @@ mod tests {
         assert_eq!(taken.len(), 1, "the job was never handed out");
         // The commit of the position before the job (0) went through first: the refusal
         // below is for the job's own.
-        let mut position = -1;
-        for _ in 0..200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            session.exchange(vec![], 0).await.expect("exchange");
-            position = tokio::task::block_in_place(|| committed(&config, &topic));
-            if position == 0 {
-                break;
-            }
-        }
+        let position = exchange_until_committed(&session, &config, &topic, 0, 0).await;
         assert_eq!(position, 0, "the first commit never went through");
         mock.request_errors(
             RDKafkaApiKey::OffsetCommit,
@@ -426,14 +440,7 @@ mod tests {
         };
         session.exchange(vec![done], 1).await.expect("report");
         // The idle worker goes on exchanging, as the runtime does every poll interval.
-        for _ in 0..200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            session.exchange(vec![], 1).await.expect("exchange");
-            position = tokio::task::block_in_place(|| committed(&config, &topic));
-            if position == 1 {
-                break;
-            }
-        }
+        let position = exchange_until_committed(&session, &config, &topic, 1, 1).await;
         session.close().await;
         assert_eq!(position, 1, "the refused commit was never sent again");
     }
