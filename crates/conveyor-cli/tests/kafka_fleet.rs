@@ -205,6 +205,18 @@ async fn a_fleet_loses_nothing_when_a_worker_is_killed_and_the_broker_restarts()
     );
 }
 
+/// The scene of the freeze tests: a memory broker with a 6 s group session, one job enqueued,
+/// and the log files of the worker to freeze and of the other one. Returns the URL and logs.
+async fn freeze_scene(dir: &Path, fleet: &mut Fleet) -> (String, Vec<PathBuf>) {
+    let url = url_for(&fleet.broker(&["start", "--memory"]), "6s");
+    let logs = ["frozen", "other"]
+        .iter()
+        .map(|n| dir.join(format!("{n}.log")))
+        .collect();
+    enqueue(&url, 1).await;
+    (url, logs)
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to a worker process.
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
@@ -247,12 +259,7 @@ async fn queue_counts(
 async fn a_worker_paused_past_its_session_gives_up_its_partitions_and_no_job_is_lost() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut fleet = Fleet::in_dir(dir.path());
-    let url = url_for(&fleet.broker(&["start", "--memory"]), "6s");
-    let logs: Vec<PathBuf> = ["frozen", "other"]
-        .iter()
-        .map(|n| dir.path().join(format!("{n}.log")))
-        .collect();
-    enqueue(&url, 1).await;
+    let (url, logs) = freeze_scene(dir.path(), &mut fleet).await;
     fleet.spawn_worker(&url, &logs[0]);
     assert_eq!(wait_for_runs(&logs[..1], 1, Duration::from_secs(60)), 1);
     let conveyor = Conveyor::connect(&url).await.expect("connect");
@@ -354,12 +361,7 @@ fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 async fn a_keyed_job_running_while_its_partition_moves_never_overlaps_its_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut fleet = Fleet::in_dir(dir.path());
-    let url = url_for(&fleet.broker(&["start", "--memory"]), "6s");
-    let logs: Vec<PathBuf> = ["frozen", "other"]
-        .iter()
-        .map(|n| dir.path().join(format!("{n}.log")))
-        .collect();
-    enqueue(&url, 1).await;
+    let (url, logs) = freeze_scene(dir.path(), &mut fleet).await;
     fleet.spawn_worker_with(&url, &logs[0], &[], "info,conveyor=debug");
     assert_eq!(wait_for_runs(&logs[..1], 1, Duration::from_secs(60)), 1);
     let conveyor = Conveyor::connect(&url).await.expect("connect");
