@@ -13,7 +13,7 @@ use conveyor_core::{
 };
 use conveyor_kafka::envelope::header;
 use conveyor_kafka::producer::Producer;
-use conveyor_kafka::{KafkaEngine, Record};
+use conveyor_kafka::{KafkaConfig, KafkaEngine, Record};
 use serde_json::json;
 use support::{fresh_config, header as text, read_topic};
 
@@ -266,6 +266,17 @@ async fn urgent_jobs_overtake_a_backlog_and_low_ones_wait_for_it() {
         .all(|r| text(r, header::PRIORITY) == "10" && r.key.is_some()));
 }
 
+/// A producer of the engine's own, and the default queue's topic, created.
+async fn default_queue_producer(config: &KafkaConfig) -> (Producer, String) {
+    let queue_topic = config.topics.queue("default");
+    let producer = Producer::new(config).expect("producer");
+    producer
+        .ensure_topics(std::slice::from_ref(&queue_topic))
+        .await
+        .expect("topic");
+    (producer, queue_topic)
+}
+
 /// A header name that is not UTF-8 (any bytes are valid on the wire): rdkafka 0.39 panics
 /// reading it, which ended the lane's poll loop, so the job behind it never ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,12 +286,7 @@ async fn a_header_name_that_is_not_utf8_is_dead_lettered_and_the_lane_keeps_read
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     let (config, engine) = connect(1).await;
-    let queue_topic = config.topics.queue("default");
-    let producer = Producer::new(&config).expect("producer");
-    producer
-        .ensure_topics(std::slice::from_ref(&queue_topic))
-        .await
-        .expect("topic");
+    let (_, queue_topic) = default_queue_producer(&config).await;
     let headers = OwnedHeaders::new().insert(Header {
         key: header::VERSION,
         value: Some("1"),
@@ -338,12 +344,7 @@ async fn a_header_name_that_is_not_utf8_is_dead_lettered_and_the_lane_keeps_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_and_the_partition_keeps_moving() {
     let (config, engine) = connect(1).await;
-    let queue_topic = config.topics.queue("default");
-    let producer = Producer::new(&config).expect("producer");
-    producer
-        .ensure_topics(std::slice::from_ref(&queue_topic))
-        .await
-        .expect("topic");
+    let (producer, queue_topic) = default_queue_producer(&config).await;
     // A plain producer writes garbage at the head of the only partition.
     let poison = Record {
         key: None,
