@@ -25,6 +25,15 @@ const KILLS: usize = 5;
 /// Logs every attempt's start and end (with its time) and nothing else below warnings.
 const LEDGER_LOG: &str = "warn,conveyor::commands=debug";
 
+/// The workers' log filter: the ledger's, plus `CHAOS_LOG` (say `conveyor_kafka=info,rdkafka=debug`)
+/// when a run is to be looked into.
+fn log_filter() -> String {
+    match std::env::var("CHAOS_LOG") {
+        Ok(extra) if !extra.is_empty() => format!("{LEDGER_LOG},{extra}"),
+        _ => LEDGER_LOG.to_string(),
+    }
+}
+
 /// One attempt seen in a worker's log.
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -59,7 +68,7 @@ impl Chaos {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
             .args(["worker", "--backend", &self.url, "--concurrency", "32"])
-            .env("RUST_LOG", LEDGER_LOG)
+            .env("RUST_LOG", log_filter())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -214,15 +223,17 @@ fn wait_for_completed(chaos: &Chaos, done: usize, limit: Duration) -> usize {
 /// An attempt's start and end, and the attempt.
 type Span<'a> = (DateTime<Utc>, DateTime<Utc>, &'a Attempt);
 
-/// Waits until more jobs completed than now (or all did); panics naming the broker's group
-/// coordinator if none completes within `limit`.
-fn wait_for_progress(chaos: &Chaos, limit: Duration) {
+/// Waits until more jobs completed than now (or all did); `Err` saying how many were done if
+/// none completes within `limit`.
+fn wait_for_progress(chaos: &Chaos, limit: Duration) -> Result<(), String> {
     let before = completed(&chaos.ledger());
     let after = wait_for_completed(chaos, (before + 1).min(JOBS), limit);
-    assert!(
-        after > before || after == JOBS,
+    if after > before || after == JOBS {
+        return Ok(());
+    }
+    Err(format!(
         "no job completed for {limit:?} ({before} of {JOBS} done): the group never re-formed"
-    );
+    ))
 }
 
 /// Pairs of attempts of one ordering key that overlapped in time.
@@ -312,7 +323,10 @@ async fn chaos_ledger_every_job_runs_keys_never_overlap_commits_reach_the_end() 
         // restart, or while a rebalance waits) until that member answers again, which a killed
         // one never does (docs/kafka-engine.md, "Broker restarts"): the group then waits for
         // good. So the next blow comes once the group runs jobs again.
-        wait_for_progress(&chaos, Duration::from_secs(120));
+        if let Err(stall) = wait_for_progress(&chaos, Duration::from_secs(120)) {
+            let kept = dir.keep();
+            panic!("{stall}; worker and broker logs kept in {}", kept.display());
+        }
         chaos.kill_one((seed >> 33) as usize);
     }
     let done = wait_for_completed(&chaos, JOBS, Duration::from_secs(300));
