@@ -119,7 +119,9 @@ macro_rules! engine_conformance_tests {
             a_crashed_worker_handle_loses_its_jobs_and_they_run_again,
             ordering_key_runs_one_at_a_time_in_order,
             different_ordering_keys_run_in_parallel,
-            workers_take_only_their_queues
+            workers_take_only_their_queues,
+            delayed_jobs_never_start_early_in_any_order,
+            delayed_jobs_survive_a_worker_restart
         );
     };
 }

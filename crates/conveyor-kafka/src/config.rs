@@ -81,6 +81,12 @@ impl KafkaConfig {
         format!("{}.retry", self.group)
     }
 
+    /// The consumer group that reads the schedule topic: `{group}.schedule`. Each of its
+    /// partitions is one worker's to move to the queues when due.
+    pub fn schedule_group(&self) -> String {
+        format!("{}.schedule", self.group)
+    }
+
     /// The consumer group that reads the high-priority queue topics: `{group}.high`. They have
     /// a consumer of their own so a backlog of ordinary jobs, already fetched by the client,
     /// never sits ahead of an urgent one.

@@ -30,6 +30,7 @@ impl KafkaEngine {
         let mut shared = layout.retry_topics();
         shared.push(layout.dead());
         shared.push(layout.status());
+        shared.push(layout.scheduled());
         producer.ensure_topics(&shared).await?;
         Ok(KafkaEngine {
             config,
@@ -46,30 +47,27 @@ impl KafkaEngine {
 
     fn envelope(&self, job: &NewJob, now: i64) -> conveyor_core::Result<Envelope> {
         let payload = job.validate(self.config.max_payload_bytes)?;
-        if job.run_at.is_some_and(|at| at.timestamp_millis() > now) {
-            return Err(conveyor_core::Error::invalid(
-                "run_at",
-                "delayed jobs on the Kafka engine need its scheduled-topic scheduler, which this build does not have yet; \
-                 enqueue without --in/--at, or use the SQLite engine",
-            ));
-        }
         Ok(Envelope::from_new_job(job, payload, now))
     }
 
-    /// The topic of a job: its queue's topic at its priority level.
-    fn topic_of(&self, envelope: &Envelope) -> String {
-        self.config
-            .topics
-            .queue_at(&envelope.queue, Level::of(envelope.priority))
+    /// The topic of a job: the schedule topic while it is not due (its workers move it to its
+    /// queue's topic at its time), else its queue's topic at its priority level.
+    fn topic_of(&self, envelope: &Envelope, now: i64) -> String {
+        let layout = &self.config.topics;
+        if is_delayed(envelope, now) {
+            return layout.scheduled();
+        }
+        layout.queue_at(&envelope.queue, Level::of(envelope.priority))
     }
 
     async fn produce(&self, envelopes: Vec<Envelope>) -> conveyor_core::Result<Vec<Enqueued>> {
-        let mut topics: Vec<String> = envelopes.iter().map(|e| self.topic_of(e)).collect();
+        let now = now_ms();
+        let mut topics: Vec<String> = envelopes.iter().map(|e| self.topic_of(e, now)).collect();
         topics.sort_unstable();
         topics.dedup();
         self.producer.ensure_topics(&topics).await?;
         let sends = envelopes.iter().map(|e| {
-            let topic = self.topic_of(e);
+            let topic = self.topic_of(e, now);
             let record = e.to_record();
             async move { self.producer.send(&topic, &record).await }
         });
@@ -81,7 +79,11 @@ impl KafkaEngine {
             .iter()
             .map(|e| Enqueued {
                 id: e.id,
-                state: JobState::Available,
+                state: if is_delayed(e, now) {
+                    JobState::Scheduled
+                } else {
+                    JobState::Available
+                },
                 duplicate: false,
             })
             .collect())
@@ -127,6 +129,7 @@ impl KafkaEngine {
             fresh,
             retry: layout.retry_topics(),
             urgent: pattern(Level::High),
+            schedule: vec![layout.scheduled()],
             queues: fetch.queues.clone(),
         };
         let session = Arc::new(Session::start(
@@ -138,6 +141,11 @@ impl KafkaEngine {
         sessions.insert(fetch.owner.clone(), session.clone());
         Ok(session)
     }
+}
+
+/// True when the job may not start yet at `now` (ms): it waits in the schedule topic.
+fn is_delayed(envelope: &Envelope, now: i64) -> bool {
+    envelope.not_before.is_some_and(|at| at > now)
 }
 
 #[async_trait]

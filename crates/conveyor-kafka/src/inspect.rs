@@ -6,6 +6,8 @@
 //!   this includes jobs running now and keyed retries held in place;
 //! - `retryable`: records of the retry tiers not finished yet by the retry group
 //!   (`{group}.retry`), counted by their queue header;
+//! - `scheduled`: records of the schedule topic not moved yet by the schedule group
+//!   (`{group}.schedule`) and not due yet, by their queue header;
 //! - `dead`: records of the dead-letter topic, by queue;
 //! - `completed`: records of the queue's topics the group finished, minus those that went on to
 //!   a retry tier (still pending) or to the dead-letter topic.
@@ -76,12 +78,19 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
     let layout = &config.topics;
     let retry_names = layout.retry_topics();
     let dead_name = layout.dead();
-    let (retry_topics, topics): (Vec<_>, Vec<_>) = scanner
+    let schedule_name = layout.scheduled();
+    let (schedule_topics, topics): (Vec<_>, Vec<_>) = scanner
         .topics()?
         .into_iter()
         .filter(|(t, _)| {
-            queue_of_topic(config, t).is_some() || retry_names.contains(t) || *t == dead_name
+            queue_of_topic(config, t).is_some()
+                || retry_names.contains(t)
+                || *t == dead_name
+                || *t == schedule_name
         })
+        .partition(|(t, _)| *t == schedule_name);
+    let (retry_topics, topics): (Vec<_>, Vec<_>) = topics
+        .into_iter()
         .partition(|(t, _)| retry_names.contains(t));
     let (urgent_topics, topics): (Vec<_>, Vec<_>) = topics
         .into_iter()
@@ -109,6 +118,7 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
             .entry(queue_of_record(config, &record))
             .or_default() += 1;
     })?;
+    let scheduled = count_scheduled(config, &schedule_topics)?;
     let mut dead: HashMap<String, u64> = HashMap::new();
     let dead_letters = ranges(&offsets, |p| p.topic == dead_name, |p| p.low);
     scanner.read(&dead_letters, |_, _, _, record| {
@@ -117,7 +127,36 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
     let queues = offsets
         .into_iter()
         .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
-    Ok(count(queues, &retrying, &dead))
+    Ok(count(queues, &retrying, &scheduled, &dead))
+}
+
+/// Delayed jobs not due yet, by queue: the schedule topic's records past the schedule group's
+/// position whose time is still ahead. (Records due already are moved, or about to be: a job
+/// due tomorrow holds the position, and those moved after it are not counted again.)
+fn count_scheduled(
+    config: &KafkaConfig,
+    topics: &[(String, Vec<i32>)],
+) -> Result<HashMap<String, u64>, Error> {
+    let mut scheduled: HashMap<String, u64> = HashMap::new();
+    if topics.is_empty() {
+        return Ok(scheduled);
+    }
+    let scanner = Scanner::new(config, &config.schedule_group())?;
+    let offsets = scanner.offsets(topics)?;
+    let pending = ranges(&offsets, |_| true, |p| p.position());
+    let now = conveyor_core::now_ms();
+    scanner.read(&pending, |_, _, _, record| {
+        let not_before = record
+            .header(header::NOT_BEFORE)
+            .and_then(Result::ok)
+            .and_then(|t| t.parse::<i64>().ok());
+        if not_before.is_some_and(|at| at > now) {
+            *scheduled
+                .entry(queue_of_record(config, &record))
+                .or_default() += 1;
+        }
+    })?;
+    Ok(scheduled)
 }
 
 /// Where `group` stands in `topics`; no client is made when there are none (no high-priority
@@ -150,6 +189,7 @@ fn ranges(
 fn count(
     queues: impl Iterator<Item = (String, PartitionOffsets)>,
     retrying: &HashMap<String, u64>,
+    scheduled: &HashMap<String, u64>,
     dead: &HashMap<String, u64>,
 ) -> Stats {
     let mut by_queue: BTreeMap<String, (QueueStats, u64)> = BTreeMap::new();
@@ -167,6 +207,9 @@ fn count(
     }
     for (queue, n) in retrying {
         entry(&mut by_queue, queue).0.retryable = *n;
+    }
+    for (queue, n) in scheduled {
+        entry(&mut by_queue, queue).0.scheduled = *n;
     }
     for (queue, n) in dead {
         entry(&mut by_queue, queue).0.dead = *n;

@@ -1,5 +1,6 @@
 //! One worker's consumer session: reads its queue topics (fresh lane), their high-priority
-//! topics (urgent lane) and the retry tiers (retry lane), each lane in a group of its own;
+//! topics (urgent lane), the retry tiers (retry lane) and the schedule topic (schedule lane,
+//! whose due jobs it moves to their queues' topics), each lane in a group of its own;
 //! hands jobs to the worker, stores outcomes (retry tier, dead letter, or done) and commits
 //! the lowest unfinished offset of each partition.
 
@@ -11,10 +12,12 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::intake::{commit, poll_loop, provenance, subscribe, LaneConsumer, Shared};
+use crate::intake::{
+    commit, poll_loop, provenance, send_to_queue, subscribe, LaneConsumer, Shared,
+};
 use crate::producer::Producer;
 use crate::state::{Lane, Pending};
-use crate::{Error, KafkaConfig, Level};
+use crate::{Error, KafkaConfig};
 
 /// Least time between two commits while running. A crashed worker's finished-but-uncommitted
 /// jobs run again: this bounds them to what it finishes in this long (revocation and shutdown
@@ -38,6 +41,8 @@ pub(crate) struct Subscription {
     pub retry: Vec<String>,
     /// Queue topics of high priority.
     pub urgent: Vec<String>,
+    /// The schedule topic (every worker moves due jobs to their queue, whatever it runs).
+    pub schedule: Vec<String>,
     /// The queues whose jobs this worker runs (empty: every queue). Jobs of other queues read
     /// from shared topics (the retry tiers, an ingest topic, a record naming another queue)
     /// are moved to their queue's topic, for that queue's workers.
@@ -70,6 +75,7 @@ impl Session {
             (Lane::Fresh, config.group.clone(), &topics.fresh),
             (Lane::Urgent, config.urgent_group(), &topics.urgent),
             (Lane::Retry, config.retry_group(), &topics.retry),
+            (Lane::Schedule, config.schedule_group(), &topics.schedule),
         ];
         let mut lanes = Vec::new();
         // A lane with nothing to read has no consumer (a layout without retry tiers, where
@@ -134,7 +140,7 @@ impl Session {
             .state()
             .take_where(usize::MAX, |q| !self.serves(q));
         let moves = foreign.into_iter().map(|pending| async move {
-            let sent = self.move_to_queue(&pending).await;
+            let sent = send_to_queue(&self.shared, &pending).await;
             let mut state = self.shared.state();
             let placed = match sent {
                 // A later attempt of the job (its retry) is not a copy of this record.
@@ -151,25 +157,6 @@ impl Session {
             }
         });
         futures::future::join_all(moves).await;
-    }
-
-    async fn move_to_queue(&self, pending: &Pending) -> Result<(), Error> {
-        let envelope = &pending.envelope;
-        let topic = self
-            .shared
-            .config
-            .topics
-            .queue_at(&envelope.queue, Level::of(envelope.priority));
-        self.shared
-            .producer
-            .ensure_topics(std::slice::from_ref(&topic))
-            .await?;
-        tracing::debug!(job = %envelope.id, queue = %envelope.queue, %topic, "job of another queue moved to its topic");
-        self.shared
-            .producer
-            .send(&topic, &envelope.to_record())
-            .await
-            .map(|_| ())
     }
 
     /// Commits finished positions, at most once per [`COMMIT_INTERVAL`]: a commit per
@@ -410,6 +397,7 @@ mod tests {
             fresh: vec![topic.clone()],
             retry: vec![],
             urgent: vec![],
+            schedule: vec![],
             queues: vec![],
         };
         let session =

@@ -441,15 +441,59 @@ async fn a_job_out_of_attempts_is_dead_lettered_with_provenance() {
     );
 }
 
+/// A delayed job waits in the schedule topic, counted as `scheduled` in its queue, while a
+/// later-due job stays behind it; at its time a worker moves it to its queue's topic and runs
+/// it there, and the schedule group's commit passes it, up to the job still waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delayed_jobs_are_refused_with_a_clear_error_until_the_scheduler_exists() {
-    let (_, engine) = connect(1).await;
-    let err = engine
-        .enqueue(NewJob::new("noop", json!({})).run_in(Duration::from_secs(60)))
+async fn a_delayed_job_waits_in_the_schedule_topic_then_runs_from_its_queue() {
+    let config = fresh_config(1);
+    let kafka = Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let engine: Arc<dyn Engine> = kafka.clone();
+    let later = engine
+        .enqueue(
+            NewJob::new("noop", json!({}))
+                .queue("mail")
+                .run_in(Duration::from_secs(600)),
+        )
         .await
-        .expect_err("refused");
-    assert!(err.to_string().contains("run_at"), "{err}");
-    assert!(err.is_input_error());
+        .expect("enqueue")
+        .id;
+    let soon = engine
+        .enqueue(
+            NewJob::new("noop", json!({}))
+                .queue("mail")
+                .run_in(Duration::from_millis(1500)),
+        )
+        .await
+        .expect("enqueue")
+        .id;
+    let mail = kafka.stats().await.expect("stats");
+    let mail = mail.queue("mail").expect("the queue is counted");
+    assert_eq!((mail.scheduled, mail.available), (2, 0), "{mail:?}");
+    let mut worker = run(&engine, Registry::with_builtins(), test_config());
+    worker.until_completed(&[soon]).await;
+    let events = worker.stop().await;
+    assert!(
+        !started(&events).contains(&later),
+        "the job due in 10 minutes ran"
+    );
+    let moved = read_topic(&config, &config.topics.queue("mail"), 1).await;
+    assert_eq!(text(&moved[0], header::ID), soon.to_string());
+    let mail = kafka.stats().await.expect("stats");
+    let mail = mail.queue("mail").expect("the queue is counted");
+    assert_eq!((mail.scheduled, mail.completed), (1, 1), "{mail:?}");
+    // The job due later holds the schedule partition's position at its own offset (0), and
+    // nothing else is left there: the moved job's offset (1) is done.
+    let schedule = tokio::task::block_in_place(|| {
+        support::commit_and_end(
+            &config,
+            &config.schedule_group(),
+            &config.topics.scheduled(),
+            1,
+        )
+    });
+    let (position, end) = schedule[0];
+    assert!(position <= 0 && end == 2, "{schedule:?}");
 }
 
 /// Producers that know nothing of Conveyor: the Go server's event and the Java scheduler's

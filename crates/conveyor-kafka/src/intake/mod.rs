@@ -16,11 +16,13 @@ use tokio::sync::{watch, Notify};
 
 mod records;
 mod refetch;
+mod schedule;
 
 use records::dead_letter_poison;
 pub use records::record_of;
 pub(crate) use records::{decode, poison_letter, provenance, read_message};
 use refetch::{check_idle, refetch, starting_positions, IDLE_MS};
+pub(crate) use schedule::send_to_queue;
 
 use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Lane, Pending, State, Tp};
@@ -210,7 +212,9 @@ pub(crate) async fn poll_loop(
     // Partitions paused because the lane's buffer is full.
     let mut held: HashSet<Tp> = HashSet::new();
     loop {
-        if shared.state().buffered(lane) >= MAX_BUFFERED {
+        // The schedule lane never holds back: its records wait for their time in any order,
+        // so one due soon may come after thousands due later (see state/timetable.rs).
+        if lane != Lane::Schedule && shared.state().buffered(lane) >= MAX_BUFFERED {
             hold_back(&consumer, &shared, lane, &mut held);
         } else if !held.is_empty() {
             release(&consumer, &shared, &mut held);
@@ -255,6 +259,10 @@ pub(crate) async fn poll_loop(
             refetch(consumer.as_ref(), &shared, &tp, from);
         }
         next_due = shared.state().release_due(now_ms());
+        if lane == Lane::Schedule {
+            let scheduled = schedule::move_due(&shared).await;
+            next_due = [next_due, scheduled].into_iter().flatten().min();
+        }
         shared.waker.notify_waiters();
         let layout = &shared.config.topics;
         let is_low = |topic: &str| matches!(layout.level_of(topic), Some((_, Level::Low)));

@@ -10,6 +10,7 @@ use conveyor_core::JobId;
 mod copies;
 mod flow;
 mod redelivery;
+mod timetable;
 
 use copies::Finished;
 
@@ -32,11 +33,13 @@ pub(crate) enum Lane {
     Retry,
     /// Queue topics of high priority.
     Urgent,
+    /// The schedule topic: delayed jobs, moved to their queue's topic when due.
+    Schedule,
 }
 
 impl Lane {
     /// Every lane.
-    pub const ALL: [Lane; 3] = [Lane::Fresh, Lane::Retry, Lane::Urgent];
+    pub const ALL: [Lane; 4] = [Lane::Fresh, Lane::Retry, Lane::Urgent, Lane::Schedule];
 }
 
 /// A record's job, with where it was read from.
@@ -65,6 +68,8 @@ pub(crate) enum Accepted {
     Waiting,
     /// A retry tier record not due yet: held in memory until `due_ms`.
     Delayed { due_ms: i64 },
+    /// A schedule topic record: waits in the timetable until due, then moves to its queue.
+    Scheduled,
 }
 
 /// Which FIFO a ready job waits in: its priority, lane and queue.
@@ -100,6 +105,8 @@ pub(crate) struct State {
     delayed: HashMap<Tp, VecDeque<Pending>>,
     /// Keyed jobs waiting in memory for their retry (they keep their key and their offset).
     held: Vec<Pending>,
+    /// Delayed jobs read from the schedule topic, waiting for their time.
+    timetable: timetable::Timetable,
     /// Partitions the group assigned to this session, with the lane that reads them.
     assigned: HashMap<Tp, Lane>,
     /// Assigned partitions currently paused.
@@ -163,6 +170,12 @@ impl State {
         }
         if done {
             return Accepted::Done;
+        }
+        // Not a run of the job: the record that runs is the one moved to the queue's topic
+        // when due, which must not wait for this one as its twin.
+        if self.lane(&pending.tp) == Lane::Schedule {
+            self.schedule(pending);
+            return Accepted::Scheduled;
         }
         if let Some(twins) = self.live.get_mut(&pending.envelope.id) {
             twins.push(pending);
@@ -421,6 +434,7 @@ impl State {
         for queue in self.waiting.values_mut() {
             queue.retain(&mut keep);
         }
+        self.revoke_scheduled(&|tp| gone.contains(tp));
         for tp in revoked {
             for p in self.delayed.remove(tp).unwrap_or_default() {
                 keep(&p);
