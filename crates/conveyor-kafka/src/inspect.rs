@@ -10,7 +10,8 @@
 //!   (`{group}.schedule`) and not due yet, by their queue header;
 //! - `dead`: records of the dead-letter topic, by queue;
 //! - `completed`: records of the queue's topics the group finished, minus those that went on to
-//!   a retry tier (still pending) or to the dead-letter topic.
+//!   a retry tier (still pending), to the dead-letter topic, or to the schedule topic (parked
+//!   there until due, still pending).
 //!
 //! Counts cover what is still in the logs: records removed by retention are not counted.
 
@@ -132,12 +133,13 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
 
 /// Delayed jobs not due yet, by queue: the schedule topic's records past the schedule group's
 /// position whose time is still ahead. (Records due already are moved, or about to be: a job
-/// due tomorrow holds the position, and those moved after it are not counted again.)
+/// due tomorrow holds the position, and those moved after it are not counted again.) Each
+/// count comes with how many of them were parked from a queue topic (they have an origin).
 fn count_scheduled(
     config: &KafkaConfig,
     topics: &[(String, Vec<i32>)],
-) -> Result<HashMap<String, u64>, Error> {
-    let mut scheduled: HashMap<String, u64> = HashMap::new();
+) -> Result<HashMap<String, (u64, u64)>, Error> {
+    let mut scheduled: HashMap<String, (u64, u64)> = HashMap::new();
     if topics.is_empty() {
         return Ok(scheduled);
     }
@@ -151,9 +153,11 @@ fn count_scheduled(
             .and_then(Result::ok)
             .and_then(|t| t.parse::<i64>().ok());
         if not_before.is_some_and(|at| at > now) {
-            *scheduled
+            let counts = scheduled
                 .entry(queue_of_record(config, &record))
-                .or_default() += 1;
+                .or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(record.header(header::ORIGINAL_TOPIC).is_some());
         }
     })?;
     Ok(scheduled)
@@ -189,7 +193,7 @@ fn ranges(
 fn count(
     queues: impl Iterator<Item = (String, PartitionOffsets)>,
     retrying: &HashMap<String, u64>,
-    scheduled: &HashMap<String, u64>,
+    scheduled: &HashMap<String, (u64, u64)>,
     dead: &HashMap<String, u64>,
 ) -> Stats {
     let mut by_queue: BTreeMap<String, (QueueStats, u64)> = BTreeMap::new();
@@ -208,8 +212,11 @@ fn count(
     for (queue, n) in retrying {
         entry(&mut by_queue, queue).0.retryable = *n;
     }
-    for (queue, n) in scheduled {
-        entry(&mut by_queue, queue).0.scheduled = *n;
+    for (queue, (n, parked)) in scheduled {
+        let (stats, finished) = entry(&mut by_queue, queue);
+        stats.scheduled = *n;
+        // A parked job's queue record is finished, but the job has not run.
+        *finished = finished.saturating_sub(*parked);
     }
     for (queue, n) in dead {
         entry(&mut by_queue, queue).0.dead = *n;

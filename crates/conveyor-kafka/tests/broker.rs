@@ -496,6 +496,56 @@ async fn a_delayed_job_waits_in_the_schedule_topic_then_runs_from_its_queue() {
     assert!(position <= 0 && end == 2, "{schedule:?}");
 }
 
+/// A record in a queue topic due in 30 days (as a Java scheduler's request may be) is parked
+/// in the schedule topic: the jobs behind it in its partition run, and the group's commit
+/// passes it up to the log end, so it neither holds the partition nor depends on the queue
+/// topic's retention. It still counts as scheduled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_due_in_30_days_does_not_hold_its_queue_partition() {
+    let config = fresh_config(1);
+    let kafka = Arc::new(KafkaEngine::connect(config.clone()).await.expect("connect"));
+    let engine: Arc<dyn Engine> = kafka.clone();
+    let (producer, queue_topic) = default_queue_producer(&config).await;
+    let month = NewJob::new("noop", json!({})).run_in(Duration::from_secs(30 * 24 * 3600));
+    let month_record = conveyor_kafka::Envelope::from_new_job(&month, "{}".into(), 0).to_record();
+    producer
+        .send(&queue_topic, &month_record)
+        .await
+        .expect("produce");
+    let behind = enqueue_all(
+        &engine,
+        (0..5)
+            .map(|i| NewJob::new("noop", json!({"i": i})))
+            .collect(),
+    )
+    .await;
+    let mut worker = run(&engine, Registry::with_builtins(), test_config());
+    worker.until_completed(&behind).await;
+    let readings =
+        support::until_committed_to_end(&config, &config.group, &[&queue_topic], 1).await;
+    let events = worker.stop().await;
+    assert_eq!(
+        readings,
+        [[(6, 6)]],
+        "the commit passed the job due in 30 days"
+    );
+    assert_eq!(
+        started(&events),
+        behind.iter().copied().collect(),
+        "only the jobs due now ran"
+    );
+    let parked = read_topic(&config, &config.topics.scheduled(), 1).await;
+    assert_eq!(text(&parked[0], header::ID), month.id.to_string());
+    assert_eq!(text(&parked[0], header::ORIGINAL_OFFSET), "0");
+    let stats = kafka.stats().await.expect("stats");
+    let default = stats.queue("default").expect("the queue is counted");
+    assert_eq!(
+        (default.scheduled, default.completed),
+        (1, 5),
+        "{default:?}"
+    );
+}
+
 /// Producers that know nothing of Conveyor: the Go server's event and the Java scheduler's
 /// request, written with a plain rdkafka producer, run as jobs; a record in no known shape is
 /// dead-lettered naming the field, and the topic keeps moving.

@@ -20,7 +20,7 @@ mod schedule;
 
 use records::dead_letter_poison;
 pub use records::record_of;
-pub(crate) use records::{decode, poison_letter, provenance, read_message};
+pub(crate) use records::{decode, origin, poison_letter, provenance, read_message};
 use refetch::{check_idle, refetch, starting_positions, IDLE_MS};
 pub(crate) use schedule::send_to_queue;
 
@@ -353,14 +353,15 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
             return;
         }
     };
-    let accepted = shared.state().accept(
-        Pending {
-            tp: tp.clone(),
-            offset,
-            envelope,
-        },
-        now_ms(),
-    );
+    let pending = Pending {
+        tp: tp.clone(),
+        offset,
+        envelope,
+    };
+    let Some(pending) = schedule::park_if_not_due(shared, pending).await else {
+        return;
+    };
+    let accepted = shared.state().accept(pending, now_ms());
     if let Accepted::Ready = accepted {
         shared.waker.notify_waiters();
     }

@@ -65,20 +65,41 @@ pub(super) async fn dead_letter_poison(
     }
 }
 
-/// Adds the seeds' provenance headers.
-pub(crate) fn provenance(record: &mut Record, (topic, partition): &Tp, offset: i64, error: &str) {
-    let mut put = |name: &str, value: String| {
-        record.headers.retain(|(n, _)| n != name);
-        record.headers.push((name.to_string(), value.into_bytes()));
-    };
-    put(crate::envelope::header::ORIGINAL_TOPIC, topic.to_string());
+/// Sets header `name` to `value`, replacing any header of that name.
+fn put(record: &mut Record, name: &str, value: String) {
+    record.headers.retain(|(n, _)| n != name);
+    record.headers.push((name.to_string(), value.into_bytes()));
+}
+
+/// Adds the seeds' headers naming where a record was read.
+pub(crate) fn origin(record: &mut Record, (topic, partition): &Tp, offset: i64) {
     put(
+        record,
+        crate::envelope::header::ORIGINAL_TOPIC,
+        topic.to_string(),
+    );
+    put(
+        record,
         crate::envelope::header::ORIGINAL_PARTITION,
         partition.to_string(),
     );
-    put(crate::envelope::header::ORIGINAL_OFFSET, offset.to_string());
-    put(crate::envelope::header::ERROR_MESSAGE, error.to_string());
     put(
+        record,
+        crate::envelope::header::ORIGINAL_OFFSET,
+        offset.to_string(),
+    );
+}
+
+/// Adds the seeds' provenance headers: where the record was read, and its error.
+pub(crate) fn provenance(record: &mut Record, tp: &Tp, offset: i64, error: &str) {
+    origin(record, tp, offset);
+    put(
+        record,
+        crate::envelope::header::ERROR_MESSAGE,
+        error.to_string(),
+    );
+    put(
+        record,
         crate::envelope::header::ERROR_TIMESTAMP,
         now_ms().to_string(),
     );

@@ -3,7 +3,7 @@
 use conveyor_core::now_ms;
 
 use super::Shared;
-use crate::state::Pending;
+use crate::state::{Lane, Pending};
 use crate::{Error, Level};
 
 /// Moves the delayed jobs due now to their queues' topics, concurrently; their schedule
@@ -26,6 +26,41 @@ pub(super) async fn move_due(shared: &Shared) -> Option<i64> {
         futures::future::join_all(moves).await;
     }
     shared.state().next_scheduled()
+}
+
+/// A queue topic's record may start at most this long after it is read (ms) to be held in
+/// memory until due; one due later goes to the schedule topic. (A job moved there at its time
+/// by a worker whose clock runs a little ahead is held here, not sent back.)
+const PARK_AFTER_MS: i64 = 1000;
+
+/// A record of a queue or ingest topic that is not due for a while (a Java scheduler's
+/// request for next week, say) is parked in the schedule topic, and its record here is done:
+/// it must not hold its partition's commit, nor the jobs behind it, nor depend on the queue
+/// topic's retention. Returns the record when it stays here (due soon, or it could not be
+/// parked: then it waits in memory, never early either way).
+pub(super) async fn park_if_not_due(shared: &Shared, pending: Pending) -> Option<Pending> {
+    let lane = shared.state().lane_of(&pending.tp);
+    let far = pending
+        .envelope
+        .not_before
+        .is_some_and(|at| at > now_ms() + PARK_AFTER_MS);
+    if !far || !matches!(lane, Some(Lane::Fresh | Lane::Urgent)) {
+        return Some(pending);
+    }
+    let topic = shared.config.topics.scheduled();
+    let mut record = pending.envelope.to_record();
+    super::origin(&mut record, &pending.tp, pending.offset);
+    match shared.producer.send(&topic, &record).await {
+        Ok(_) => {
+            tracing::debug!(job = %pending.envelope.id, from = %pending.tp.0, offset = pending.offset, "job not due yet: parked in the schedule topic");
+            shared.state().skip(&pending.tp, pending.offset);
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, job = %pending.envelope.id, "cannot park a job that is not due yet in the schedule topic: it waits in memory");
+            Some(pending)
+        }
+    }
 }
 
 /// Produces a job's record to its queue's topic, at its priority level.

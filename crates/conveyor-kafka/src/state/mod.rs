@@ -148,6 +148,11 @@ impl State {
             .extend(partitions.iter().map(|tp| (tp.clone(), lane)));
     }
 
+    /// The lane that reads `tp`, while it is assigned.
+    pub fn lane_of(&self, tp: &Tp) -> Option<Lane> {
+        self.assigned.get(tp).copied()
+    }
+
     fn lane(&self, tp: &Tp) -> Lane {
         self.assigned.get(tp).copied().unwrap_or_default()
     }
