@@ -68,7 +68,11 @@ impl KafkaEngine {
         self.producer.ensure_topics(&topics).await?;
         let sends = envelopes.iter().map(|e| {
             let topic = self.topic_of(e, now);
-            let record = e.to_record();
+            let record = if is_delayed(e, now) {
+                e.to_schedule_record()
+            } else {
+                e.to_record()
+            };
             async move { self.producer.send(&topic, &record).await }
         });
         for sent in futures::future::join_all(sends).await {

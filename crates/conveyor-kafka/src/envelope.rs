@@ -34,6 +34,19 @@ impl Record {
     }
 }
 
+/// A schedule topic marker: what became of delayed job `id` (`what`: `moved`), keyed like
+/// the job's record.
+pub fn schedule_marker(id: JobId, what: &str) -> Record {
+    Record {
+        key: Some(id.to_string().into_bytes()),
+        value: None,
+        headers: vec![
+            (header::ID.to_string(), id.to_string().into_bytes()),
+            (header::MARKER.to_string(), what.as_bytes().to_vec()),
+        ],
+    }
+}
+
 /// Stable header names. Never rename one: producers in other languages write them.
 pub mod header {
     /// Envelope version; its presence marks a record as Conveyor's own.
@@ -76,6 +89,9 @@ pub mod header {
     pub const ERROR_MESSAGE: &str = "error-message";
     /// Dead letters and retries: when it happened, milliseconds since the Unix epoch.
     pub const ERROR_TIMESTAMP: &str = "error-timestamp";
+    /// Schedule topic only: a marker record (no value) saying what became of the delayed job
+    /// named by [`ID`]: `moved` (to its queue's topic, when due).
+    pub const MARKER: &str = "conveyor-marker";
 }
 
 /// The envelope version this build writes and reads.
@@ -183,6 +199,16 @@ impl Envelope {
             key: Some(self.key().into_bytes()),
             value: Some(self.payload.clone().into_bytes()),
             headers,
+        }
+    }
+
+    /// The record of a delayed job in the schedule topic: keyed by its job id (whatever its
+    /// ordering key, which stays in its header), so that the job's markers, keyed alike, land
+    /// in its partition.
+    pub fn to_schedule_record(&self) -> Record {
+        Record {
+            key: Some(self.id.to_string().into_bytes()),
+            ..self.to_record()
         }
     }
 

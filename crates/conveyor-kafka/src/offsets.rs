@@ -75,6 +75,11 @@ impl PartitionOffsets {
         self.delivered.refetch_failed(from);
     }
 
+    /// One past the highest offset the consumer gave, if any.
+    pub fn next_given(&self) -> Option<i64> {
+        self.delivered.next()
+    }
+
     /// True when `offset` was given before (its job runs or ran: the record is ignored).
     pub fn is_repeat(&self, offset: i64) -> bool {
         self.delivered.is_repeat(offset)

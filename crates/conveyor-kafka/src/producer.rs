@@ -102,6 +102,17 @@ impl Producer {
 
     /// Produces one record and waits until the broker acknowledged it.
     pub async fn send(&self, topic: &str, record: &Record) -> Result<Delivered, Error> {
+        self.send_to(topic, None, record).await
+    }
+
+    /// Produces one record into `partition` (else where its key leads) and waits until the
+    /// broker acknowledged it.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: &Record,
+    ) -> Result<Delivered, Error> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header {
@@ -110,6 +121,9 @@ impl Producer {
             });
         }
         let mut out = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(partition) = partition {
+            out = out.partition(partition);
+        }
         if let Some(key) = &record.key {
             out = out.key(key);
         }

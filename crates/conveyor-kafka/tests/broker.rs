@@ -483,7 +483,8 @@ async fn a_delayed_job_waits_in_the_schedule_topic_then_runs_from_its_queue() {
     let mail = mail.queue("mail").expect("the queue is counted");
     assert_eq!((mail.scheduled, mail.completed), (1, 1), "{mail:?}");
     // The job due later holds the schedule partition's position at its own offset (0), and
-    // nothing else is left there: the moved job's offset (1) is done.
+    // nothing else is left there: the moved job's offset (1) is done, and so is its `moved`
+    // marker (2).
     let schedule = tokio::task::block_in_place(|| {
         support::commit_and_end(
             &config,
@@ -493,7 +494,29 @@ async fn a_delayed_job_waits_in_the_schedule_topic_then_runs_from_its_queue() {
         )
     });
     let (position, end) = schedule[0];
-    assert!(position <= 0 && end == 2, "{schedule:?}");
+    assert!(position <= 0 && end == 3, "{schedule:?}");
+    let records = read_topic(&config, &config.topics.scheduled(), 3).await;
+    assert_eq!(text(&records[2], header::MARKER), "moved");
+    assert_eq!(text(&records[2], header::ID), soon.to_string());
+
+    // A worker on another handle reads the partition again from the job due later: the marker
+    // says the other job was moved, so it is not moved (nor run) again.
+    let again = KafkaEngine::connect(config.clone()).await.expect("connect");
+    let again: Arc<dyn Engine> = Arc::new(again);
+    let marker = again
+        .enqueue(NewJob::new("noop", json!({})).queue("mail"))
+        .await
+        .expect("enqueue")
+        .id;
+    let mut worker = run(&again, Registry::with_builtins(), test_config());
+    worker.until_completed(&[marker]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = worker.stop().await;
+    assert_eq!(
+        started(&events),
+        HashSet::from([marker]),
+        "a moved job ran again"
+    );
 }
 
 /// A record in a queue topic due in 30 days (as a Java scheduler's request may be) is parked

@@ -171,6 +171,11 @@ pub(crate) fn subscribe(
             // The poll loop stops taking records while the buffer is full; it only ever
             // waits on workers, so allow it as long as a slow batch of jobs may take.
             .set("max.poll.interval.ms", "1800000");
+        if lane == Lane::Schedule {
+            // A schedule partition's due jobs are moved only once it was read to its end
+            // (state/timetable.rs): the consumer says when.
+            c.set("enable.partition.eof", "true");
+        }
     });
     let consumer: LaneConsumer = client.create_with_context(LaneContext {
         shared: shared.clone(),
@@ -243,6 +248,11 @@ pub(crate) async fn poll_loop(
                     if held.contains(&tp) {
                         set_paused(consumer.as_ref(), &[tp], true);
                     }
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    // Only the schedule lane asks for these (its topic is its only one).
+                    let topic = shared.config.topics.scheduled();
+                    shared.state().caught_up(&(Arc::from(topic.as_str()), partition));
                 }
                 Err(err) if is_no_topic_yet(&err) => {
                     tracing::debug!(error = %err, ?lane, "no topic matches the lane's subscription yet");
@@ -340,6 +350,9 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         return;
     }
     let (record, unreadable) = read_message(message);
+    if schedule::take_marker(shared, &tp, offset, &record) {
+        return;
+    }
     let decoded = match unreadable {
         Some(err) => Err(err),
         None => decode(&shared.config, message.topic(), &record, now_ms()),

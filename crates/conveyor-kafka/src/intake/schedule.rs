@@ -1,31 +1,93 @@
-//! The schedule lane's work: moving delayed jobs to their queues' topics when due.
+//! The schedule lane's work: moving delayed jobs to their queues' topics when due, writing
+//! the markers that say so, and carrying jobs due far ahead (see state/timetable.rs).
 
-use conveyor_core::now_ms;
+use std::str::FromStr;
+
+use conveyor_core::{now_ms, JobId};
 
 use super::Shared;
-use crate::state::{Lane, Pending};
-use crate::{Error, Level};
+use crate::envelope::{header, schedule_marker};
+use crate::state::{Lane, Pending, Tp};
+use crate::{Error, Level, Record};
 
-/// Moves the delayed jobs due now to their queues' topics, concurrently; their schedule
-/// records are then done. A job whose move the broker refused waits again and is tried at the
-/// next pass. Returns the next due time.
+/// The marker of a job moved to its queue's topic.
+const MOVED: &str = "moved";
+
+/// Takes in a schedule topic marker (true), or says the record is no marker (false).
+pub(super) fn take_marker(shared: &Shared, tp: &Tp, offset: i64, record: &Record) -> bool {
+    if record.header(header::MARKER).is_none() || shared.state().lane_of(tp) != Some(Lane::Schedule)
+    {
+        return false;
+    }
+    let id = record
+        .header(header::ID)
+        .and_then(Result::ok)
+        .and_then(|id| JobId::from_str(id).ok());
+    match id {
+        Some(id) => shared.state().schedule_marker(tp, offset, id),
+        None => {
+            tracing::warn!(topic = %tp.0, partition = tp.1, offset, "a schedule marker without a job id: ignored");
+            shared.state().skip(tp, offset);
+        }
+    }
+    true
+}
+
+/// Moves the delayed jobs due now to their queues' topics, and carries those due far ahead
+/// that hold a partition's commit, concurrently. A job whose move or carry the broker refused
+/// waits again and is tried at the next pass. Returns the next due time.
 pub(super) async fn move_due(shared: &Shared) -> Option<i64> {
     let due = shared.state().take_due_scheduled(now_ms());
-    if !due.is_empty() {
-        let moves = due.into_iter().map(|pending| async move {
-            let sent = send_to_queue(shared, &pending).await;
-            let mut state = shared.state();
-            match sent {
-                Ok(()) => state.scheduled_moved(&pending),
-                Err(err) => {
-                    tracing::warn!(error = %err, job = %pending.envelope.id, "cannot move a due job to its queue yet: trying again");
-                    state.reschedule(pending);
-                }
-            }
-        });
-        futures::future::join_all(moves).await;
-    }
+    let carries = shared.state().take_carries(now_ms());
+    let moves = due.into_iter().map(|pending| async move {
+        let sent = send_to_queue(shared, &pending).await;
+        if sent.is_ok() {
+            mark(shared, &pending, MOVED).await;
+        }
+        settle(shared, pending, sent, "move a due job to its queue");
+    });
+    let carries = carries.into_iter().map(|pending| async move {
+        let record = pending.envelope.to_schedule_record();
+        let sent = shared
+            .producer
+            .send_to(&pending.tp.0, Some(pending.tp.1), &record)
+            .await
+            .map(|_| ());
+        tracing::debug!(job = %pending.envelope.id, offset = pending.offset, "job due far ahead carried to its schedule partition's end");
+        settle(shared, pending, sent, "carry a job due far ahead");
+    });
+    futures::future::join(
+        futures::future::join_all(moves),
+        futures::future::join_all(carries),
+    )
+    .await;
     shared.state().next_scheduled()
+}
+
+/// Its schedule record is done once the job is elsewhere; else it waits again.
+fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, what: &str) {
+    let mut state = shared.state();
+    match sent {
+        Ok(()) => state.scheduled_moved(&pending),
+        Err(err) => {
+            tracing::warn!(error = %err, job = %pending.envelope.id, "cannot {what} yet: trying again");
+            state.reschedule(pending);
+        }
+    }
+}
+
+/// Writes the marker of a moved job after its record, in its schedule partition. Without it a
+/// later owner reading the partition again moves the job again (it runs twice): that is all a
+/// failure costs, so it is logged, not retried.
+async fn mark(shared: &Shared, pending: &Pending, what: &str) {
+    let marker = schedule_marker(pending.envelope.id, what);
+    let sent = shared
+        .producer
+        .send_to(&pending.tp.0, Some(pending.tp.1), &marker)
+        .await;
+    if let Err(err) = sent {
+        tracing::warn!(error = %err, job = %pending.envelope.id, "cannot write the marker of a moved job: a later owner of its schedule partition may move it again");
+    }
 }
 
 /// A queue topic's record may start at most this long after it is read (ms) to be held in
@@ -48,7 +110,7 @@ pub(super) async fn park_if_not_due(shared: &Shared, pending: Pending) -> Option
         return Some(pending);
     }
     let topic = shared.config.topics.scheduled();
-    let mut record = pending.envelope.to_record();
+    let mut record = pending.envelope.to_schedule_record();
     super::origin(&mut record, &pending.tp, pending.offset);
     match shared.producer.send(&topic, &record).await {
         Ok(_) => {
