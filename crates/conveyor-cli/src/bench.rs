@@ -2,6 +2,7 @@
 //! files beside the backend's database, or Kafka topics with a fresh prefix) and is compared
 //! with the raw storage ceiling measured in the same run.
 
+mod delayed;
 mod kafka;
 mod paced;
 mod sqlite;
@@ -30,6 +31,9 @@ pub enum Workload {
     /// `--jobs` jobs that fail twice (200/400 ms backoff) with healthy jobs at `--rate` beside
     /// them for `--seconds`; the healthy jobs' latency is reported.
     RetryStorm,
+    /// `--jobs` delayed jobs due evenly over `--seconds`; lateness of each start after its
+    /// time, and the count of early starts (must be 0).
+    Delayed,
 }
 
 impl Workload {
@@ -39,6 +43,7 @@ impl Workload {
             Workload::Latency => "latency",
             Workload::Sustained => "sustained",
             Workload::RetryStorm => "retry-storm",
+            Workload::Delayed => "delayed",
         }
     }
 
@@ -48,6 +53,7 @@ impl Workload {
             Workload::Latency => 2_000,
             Workload::Sustained => 0,
             Workload::RetryStorm => 50_000,
+            Workload::Delayed => 10_000,
         }
     }
 
@@ -69,6 +75,8 @@ pub struct Plan {
     concurrency: usize,
     /// The paced stream (sustained, retry storm).
     pace: paced::Pace,
+    /// Seconds the paced stream runs, or the delayed jobs' times spread over.
+    seconds: f64,
 }
 
 /// Options of `conveyor bench`.
@@ -86,7 +94,7 @@ pub struct BenchArgs {
     /// Paced jobs per second (default: 10000 for sustained, 500 healthy jobs for retry-storm).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// How long the paced stream runs.
+    /// How long the paced stream runs (delayed: the span the jobs are due over).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Print one JSON object per workload on stdout.
@@ -107,6 +115,9 @@ pub struct BenchResult {
     max_ms: Option<f64>,
     /// Throughput workloads: the raw loop's rate. Paced ones: none.
     ceiling_jobs_per_s: Option<f64>,
+    /// Delayed: starts before their job's time (must be 0); the latencies above are then the
+    /// lateness after it.
+    early_starts: Option<usize>,
     /// Paced workloads: the raw client's p50 and p99 for the same stream.
     ceiling_p50_ms: Option<f64>,
     ceiling_p99_ms: Option<f64>,
@@ -148,6 +159,7 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
                 rate,
                 total: ((rate * args.seconds).round() as usize).max(1),
             },
+            seconds: args.seconds,
         };
         let result = if backend_url.starts_with("kafka://") {
             kafka::run(backend_url, plan).await?
@@ -321,6 +333,7 @@ impl BenchResult {
             p50_ms: None,
             p99_ms: None,
             max_ms: None,
+            early_starts: None,
             ceiling_jobs_per_s: None,
             ceiling_p50_ms: None,
             ceiling_p99_ms: None,
@@ -353,6 +366,14 @@ impl BenchResult {
         result.with_latencies(samples);
         result.ceiling_jobs_per_s = Some(ceiling);
         result.ratio_to_ceiling = Some(result.jobs_per_s / ceiling);
+        result
+    }
+
+    /// The delayed workload's result: lateness as its latencies.
+    fn delayed(backend: String, run: &delayed::Delayed) -> Self {
+        let mut result = Self::empty(Workload::Delayed, backend, run.lateness.len(), run.seconds);
+        result.with_latencies(&run.lateness);
+        result.early_starts = Some(run.early);
         result
     }
 
@@ -411,7 +432,15 @@ fn report(result: &BenchResult, json: bool) -> Result<()> {
     );
     println!("  jobs/s            {:>12.0}", result.jobs_per_s);
     if let (Some(p50), Some(p99), Some(max)) = (result.p50_ms, result.p99_ms, result.max_ms) {
-        println!("  latency ms        p50 {p50:.3}  p99 {p99:.3}  max {max:.3}");
+        let what = if result.early_starts.is_some() {
+            "lateness ms     "
+        } else {
+            "latency ms      "
+        };
+        println!("  {what}  p50 {p50:.3}  p99 {p99:.3}  max {max:.3}");
+    }
+    if let Some(early) = result.early_starts {
+        println!("  early starts      {early:>12}");
     }
     if let Some(rate) = result.enqueue_jobs_per_s {
         println!("  enqueue jobs/s    {rate:>12.0}");

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::paced::{self, Pace};
-use super::{drain, enqueue_noops, round_trips, BenchResult, Plan, Workload};
+use super::{delayed, drain, enqueue_noops, round_trips, BenchResult, Plan, Workload};
 
 /// Runs one workload.
 pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
@@ -22,6 +22,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
         jobs,
         concurrency,
         pace,
+        seconds,
     } = plan;
     let mut config = KafkaConfig::from_url(url).map_err(conveyor::Error::from)?;
     let tag = uuid::Uuid::now_v7().simple().to_string();
@@ -47,6 +48,10 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
             let (samples, seconds) = round_trips(&engine, jobs).await?;
             let ceiling = raw_round_trips(&config, jobs).await?;
             Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+        }
+        Workload::Delayed => {
+            let run = delayed::run(&engine, jobs, seconds, concurrency).await?;
+            Ok(BenchResult::delayed(backend, &run))
         }
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use conveyor::{Engine, SqliteConfig, SqliteEngine, Statistics, Synchronous};
 
 use super::{
-    drain, enqueue_noops, paced, round_trips, sqlite_ceiling, BenchResult, Plan, Workload,
+    delayed, drain, enqueue_noops, paced, round_trips, sqlite_ceiling, BenchResult, Plan, Workload,
 };
 
 /// Runs one workload.
@@ -18,6 +18,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
         jobs,
         concurrency,
         pace,
+        seconds,
     } = plan;
     let config = SqliteConfig::from_url(url).map_err(conveyor::Error::from)?;
     let parent = config
@@ -73,6 +74,10 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
         }
         // No raw client sends a paced stream through SQLite's own tables; the latency
         // workload's ceiling covers the storage round trip.
+        Workload::Delayed => {
+            let run = delayed::run(&engine, jobs, seconds, concurrency).await?;
+            Ok(BenchResult::delayed(backend, &run))
+        }
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {
                 jobs

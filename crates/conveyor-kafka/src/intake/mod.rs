@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub waker: Arc<Notify>,
     /// Wakes each lane's poll loop (indexed by [`Lane`]): buffer room, or a new due time.
     timers: [Notify; Lane::ALL.len()],
+    /// Wakes the schedule lane's mover: a delayed job was read (maybe due sooner than any).
+    schedule_wake: Notify,
 }
 
 impl Shared {
@@ -52,6 +54,7 @@ impl Shared {
             config: config.clone(),
             waker,
             timers: std::array::from_fn(|_| Notify::new()),
+            schedule_wake: Notify::new(),
         }
     }
 
@@ -171,11 +174,6 @@ pub(crate) fn subscribe(
             // The poll loop stops taking records while the buffer is full; it only ever
             // waits on workers, so allow it as long as a slow batch of jobs may take.
             .set("max.poll.interval.ms", "1800000");
-        if lane == Lane::Schedule {
-            // A schedule partition's due jobs are moved only once it was read to its end
-            // (state/timetable.rs): the consumer says when.
-            c.set("enable.partition.eof", "true");
-        }
     });
     let consumer: LaneConsumer = client.create_with_context(LaneContext {
         shared: shared.clone(),
@@ -216,6 +214,15 @@ pub(crate) async fn poll_loop(
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Partitions paused because the lane's buffer is full.
     let mut held: HashSet<Tp> = HashSet::new();
+    if lane == Lane::Schedule {
+        // Moving due jobs waits for the broker's acknowledgements: done beside the reading,
+        // never holding it up (a loop that did both fell seconds behind the markers).
+        tokio::spawn(schedule::mover(
+            consumer.clone(),
+            shared.clone(),
+            stop.clone(),
+        ));
+    }
     loop {
         // The schedule lane never holds back: its records wait for their time in any order,
         // so one due soon may come after thousands due later (see state/timetable.rs).
@@ -249,11 +256,6 @@ pub(crate) async fn poll_loop(
                         set_paused(consumer.as_ref(), &[tp], true);
                     }
                 }
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    // Only the schedule lane asks for these (its topic is its only one).
-                    let topic = shared.config.topics.scheduled();
-                    shared.state().caught_up(&(Arc::from(topic.as_str()), partition));
-                }
                 Err(err) if is_no_topic_yet(&err) => {
                     tracing::debug!(error = %err, ?lane, "no topic matches the lane's subscription yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -269,10 +271,6 @@ pub(crate) async fn poll_loop(
             refetch(consumer.as_ref(), &shared, &tp, from);
         }
         next_due = shared.state().release_due(now_ms());
-        if lane == Lane::Schedule {
-            let scheduled = schedule::move_due(&shared).await;
-            next_due = [next_due, scheduled].into_iter().flatten().min();
-        }
         shared.waker.notify_waiters();
         let layout = &shared.config.topics;
         let is_low = |topic: &str| matches!(layout.level_of(topic), Some((_, Level::Low)));
@@ -375,7 +373,9 @@ async fn take_in(shared: &Shared, message: &BorrowedMessage<'_>) {
         return;
     };
     let accepted = shared.state().accept(pending, now_ms());
-    if let Accepted::Ready = accepted {
-        shared.waker.notify_waiters();
+    match accepted {
+        Accepted::Ready => shared.waker.notify_waiters(),
+        Accepted::Scheduled => shared.schedule_wake.notify_one(),
+        _ => {}
     }
 }

@@ -61,6 +61,7 @@ pub(super) fn check_idle(consumer: &LaneConsumer, shared: &Shared, lane: Lane, h
         };
         let seek_to = shared.state().idle(&tp, log_end);
         if let Some(from) = seek_to {
+            tracing::debug!(topic = %tp.0, partition = tp.1, log_end, from, "idle partition behind its log end");
             refetch(consumer, shared, &tp, from);
         }
     }

@@ -2,10 +2,14 @@
 //! the markers that say so, and carrying jobs due far ahead (see state/timetable.rs).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use conveyor_core::{now_ms, JobId};
+use tokio::sync::watch;
 
-use super::Shared;
+use super::refetch::cached_log_end;
+use super::{LaneConsumer, Shared};
 use crate::envelope::{header, schedule_marker};
 use crate::state::{Lane, Pending, Tp};
 use crate::{Error, Level, Record};
@@ -24,7 +28,7 @@ pub(super) fn take_marker(shared: &Shared, tp: &Tp, offset: i64, record: &Record
         .and_then(Result::ok)
         .and_then(|id| JobId::from_str(id).ok());
     match id {
-        Some(id) => shared.state().schedule_marker(tp, offset, id),
+        Some(id) => shared.state().schedule_marker(tp, offset, id, now_ms()),
         None => {
             tracing::warn!(topic = %tp.0, partition = tp.1, offset, "a schedule marker without a job id: ignored");
             shared.state().skip(tp, offset);
@@ -33,10 +37,48 @@ pub(super) fn take_marker(shared: &Shared, tp: &Tp, offset: i64, record: &Record
     true
 }
 
+/// Longest the mover sleeps without being woken: how soon a partition whose reading reached
+/// its end is found caught up when no record wakes the mover (ms).
+const MOVER_NAP_MS: i64 = 200;
+
+/// The schedule lane's mover, until `stop`: moves due jobs (and carries jobs due far ahead),
+/// then sleeps until the next is due or a delayed job is read.
+pub(super) async fn mover(
+    consumer: Arc<LaneConsumer>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        catch_up(&consumer, &shared);
+        let next = move_due(&shared).await;
+        let nap = next.map_or(MOVER_NAP_MS, |at| (at - now_ms()).clamp(0, MOVER_NAP_MS));
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = shared.schedule_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(nap as u64)) => {}
+        }
+    }
+}
+
+/// Marks the schedule partitions whose reading reached the log end the consumer last heard of
+/// as caught up (see state/timetable.rs): from then on their due jobs are moved. An empty
+/// partition is caught up at its first fetch answer.
+fn catch_up(consumer: &LaneConsumer, shared: &Shared) {
+    let catching_up = shared.state().catching_up();
+    for (tp, at) in catching_up {
+        let Some(end) = cached_log_end(consumer, &tp) else {
+            continue;
+        };
+        if at.unwrap_or(0) >= end {
+            shared.state().caught_up(&tp);
+        }
+    }
+}
+
 /// Moves the delayed jobs due now to their queues' topics, and carries those due far ahead
 /// that hold a partition's commit, concurrently. A job whose move or carry the broker refused
 /// waits again and is tried at the next pass. Returns the next due time.
-pub(super) async fn move_due(shared: &Shared) -> Option<i64> {
+async fn move_due(shared: &Shared) -> Option<i64> {
     let due = shared.state().take_due_scheduled(now_ms());
     let carries = shared.state().take_carries(now_ms());
     let moves = due.into_iter().map(|pending| async move {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use conveyor_core::JobId;
 
-use super::{Pending, State, Tp};
+use super::{Lane, Pending, State, Tp};
 
 /// Records the commit may trail the partition's end by, beyond twice its waiting jobs, before
 /// the jobs due far ahead that hold it are carried.
@@ -114,12 +114,32 @@ impl State {
 
     /// Takes in a marker of the schedule topic: delayed job `id` was moved (by an earlier
     /// owner of the partition, or by this one), so it does not wait any more. The marker's own
-    /// offset is done at once.
-    pub fn schedule_marker(&mut self, tp: &Tp, offset: i64, id: JobId) {
+    /// offset is done at once. (It counts as a record read at `now_ms`: a partition giving
+    /// markers is not idle.)
+    pub fn schedule_marker(&mut self, tp: &Tp, offset: i64, id: JobId, now_ms: i64) {
+        self.last_read.insert(tp.clone(), now_ms);
         self.skip(tp, offset);
         if let Some(moved) = self.timetable.remove_id(id) {
             self.finish_offset(&moved.tp, moved.offset);
         }
+    }
+
+    /// The schedule lane's partitions not read to their end yet, with where their reading
+    /// stands (one past the last offset given, or the committed position; `None`: neither
+    /// yet).
+    pub fn catching_up(&self) -> Vec<(Tp, Option<i64>)> {
+        self.assigned
+            .iter()
+            .filter(|(tp, lane)| {
+                **lane == Lane::Schedule && !self.timetable.caught_up.contains(*tp)
+            })
+            .map(|(tp, _)| {
+                (
+                    tp.clone(),
+                    self.offsets.get(tp).and_then(|o| o.next_given()),
+                )
+            })
+            .collect()
     }
 
     /// The schedule partition `tp` was read to its end: its due jobs may be moved now.
@@ -203,7 +223,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::state::{Accepted, Lane};
+    use crate::state::Accepted;
     use crate::Envelope;
 
     fn schedule_tp() -> Tp {
@@ -246,7 +266,7 @@ mod tests {
         let id = job.envelope.id;
         s.accept(job, 0);
         s.accept(delayed(1, 900), 0);
-        s.schedule_marker(&schedule_tp(), 2, id);
+        s.schedule_marker(&schedule_tp(), 2, id, 0);
         let due: Vec<i64> = s
             .take_due_scheduled(1000)
             .iter()
