@@ -153,6 +153,28 @@ impl Drop for Chaos {
     }
 }
 
+/// The test's folder (worker and broker logs), kept when the test fails so it can be read.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> PathBuf {
+        self.0
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!("worker and broker logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
 /// `(time, "started" | "completed" | "failed" | "dead", job id)` of a job event log line.
 fn parse(line: &str) -> Option<(DateTime<Utc>, &'static str, String)> {
     let event = [
@@ -292,10 +314,10 @@ async fn lagging_partitions(url: &str) -> Vec<(String, i32, i64, i64)> {
 #[ignore = "stalls intermittently after a kill: cause not found yet (issue 12); run by hand"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ledger_every_job_runs_keys_never_overlap_commits_reach_the_end() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = KeptOnFailure(Some(tempfile::tempdir().expect("temp dir")));
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let mut chaos = Chaos {
-        dir: dir.path().to_path_buf(),
+        dir: dir.path(),
         url: String::new(),
         workers: Vec::new(),
     };
@@ -324,19 +346,12 @@ async fn chaos_ledger_every_job_runs_keys_never_overlap_commits_reach_the_end() 
         // one never does (docs/kafka-engine.md, "Broker restarts"): the group then waits for
         // good. So the next blow comes once the group runs jobs again.
         if let Err(stall) = wait_for_progress(&chaos, Duration::from_secs(120)) {
-            let kept = dir.keep();
-            panic!("{stall}; worker and broker logs kept in {}", kept.display());
+            panic!("{stall}");
         }
         chaos.kill_one((seed >> 33) as usize);
     }
     let done = wait_for_completed(&chaos, JOBS, Duration::from_secs(300));
-    if done != JOBS {
-        let kept = dir.keep();
-        panic!(
-            "{done} of {JOBS} jobs completed; worker and broker logs kept in {}",
-            kept.display()
-        );
-    }
+    assert_eq!(done, JOBS, "{done} of {JOBS} jobs completed");
     let ledger = chaos.ledger();
     for (id, _, fails) in &jobs {
         let attempts = &ledger[&id.to_string()];

@@ -33,6 +33,9 @@ use crate::{Error, KafkaConfig, Level};
 /// goes on polling the client, which serves rebalances.
 const MAX_BUFFERED: usize = 4096;
 
+/// How often each lane logs what it holds (target `conveyor_kafka::summary`, debug level).
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
 /// What a session's lanes and its exchanges share.
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -214,6 +217,7 @@ pub(crate) async fn poll_loop(
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Partitions paused because the lane's buffer is full.
     let mut held: HashSet<Tp> = HashSet::new();
+    let mut last_summary = std::time::Instant::now();
     if lane == Lane::Schedule {
         // Moving due jobs waits for the broker's acknowledgements: done beside the reading,
         // never holding it up (a loop that did both fell seconds behind the markers).
@@ -243,7 +247,14 @@ pub(crate) async fn poll_loop(
             _ = stop.changed() => return,
             _ = sleep => {}
             _ = timer.notified() => {}
-            _ = idle_check.tick() => check_idle(consumer.as_ref(), &shared, lane, &held),
+            _ = idle_check.tick() => {
+                check_idle(consumer.as_ref(), &shared, lane, &held);
+                if last_summary.elapsed() >= SUMMARY_EVERY {
+                    last_summary = std::time::Instant::now();
+                    let summary = shared.state().summary(lane);
+                    tracing::debug!(target: "conveyor_kafka::summary", ?lane, held = held.len(), "{summary}");
+                }
+            }
             // Always polled, also while the buffer is full (its partitions are paused then):
             // rebalance callbacks run only inside a poll, and a group waits for them.
             message = consumer.recv() => match message {

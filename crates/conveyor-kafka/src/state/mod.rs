@@ -10,6 +10,7 @@ use conveyor_core::JobId;
 mod copies;
 mod flow;
 mod redelivery;
+mod summary;
 mod timetable;
 
 use copies::Finished;

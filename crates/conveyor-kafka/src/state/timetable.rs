@@ -41,6 +41,11 @@ pub(crate) struct Timetable {
 }
 
 impl Timetable {
+    /// Jobs waiting.
+    pub fn len(&self) -> usize {
+        self.by_due.len()
+    }
+
     /// The earliest due time of a partition that is caught up, if any.
     pub fn next_due(&self) -> Option<i64> {
         self.by_due
