@@ -452,3 +452,86 @@ async fn jobs_finished_while_the_broker_is_down_are_committed_once_it_is_back() 
         );
     }
 }
+
+/// When each job first started, from `started job=` lines (logged at debug) of every log.
+fn first_starts(logs: &[PathBuf]) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
+    let mut starts = HashMap::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains(" started job=")) {
+            let at = line.split_whitespace().next().and_then(|t| t.parse().ok());
+            let id = line
+                .split("job=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            if let (Some(at), Some(id)) = (at, id) {
+                starts.entry(id.to_string()).or_insert(at);
+            }
+        }
+    }
+    starts
+}
+
+/// Delayed jobs due 6-20 s ahead on a durable broker: the worker that owns most schedule
+/// partitions is killed with SIGKILL while jobs come due, and later the broker restarts. Every
+/// job runs, none before its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_survive_a_worker_kill_and_a_broker_restart_and_never_start_early() {
+    const DELAYED: usize = 600;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut fleet = Fleet::in_dir(dir.path());
+    let url = url_for(&fleet.broker(&["start"]), "15s");
+    let conveyor = Conveyor::connect(&url).await.expect("connect");
+    let mut due = HashMap::new();
+    let jobs: Vec<NewJob> = (0..DELAYED)
+        .map(|i| {
+            let delay = Duration::from_millis(6000 + (i as u64 * 14_000) / DELAYED as u64);
+            NewJob::new("echo", json!({"n": i})).run_in(delay)
+        })
+        .collect();
+    for (job, enqueued) in jobs.iter().zip(
+        conveyor
+            .dispatch_batch(jobs.clone())
+            .await
+            .expect("enqueue"),
+    ) {
+        due.insert(enqueued.id.to_string(), job.run_at.expect("run_at"));
+    }
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("worker-{i}.log")))
+        .collect();
+    let ledger = "info,conveyor::commands=debug";
+    fleet.spawn_worker_with(&url, &logs[0], &[], ledger);
+    fleet.spawn_worker_with(&url, &logs[1], &[], ledger);
+    // Killed while the first jobs come due: it may have moved some, and read others.
+    wait_for_runs(&logs, 20, Duration::from_secs(60));
+    if let Some(mut victim) = fleet.workers[0].take() {
+        victim.kill().expect("kill -9 a worker");
+        victim.wait().expect("reap");
+    }
+    fleet.spawn_worker_with(&url, &logs[2], &[], ledger);
+    wait_for_runs(&logs, DELAYED / 2, Duration::from_secs(120));
+    fleet.broker(&["restart"]);
+    let done = wait_for_runs(&logs, DELAYED, Duration::from_secs(180));
+    let starts = first_starts(&logs);
+    if done != DELAYED {
+        let kept = dir.keep();
+        panic!(
+            "{done} of {DELAYED} delayed jobs ran; worker and broker logs kept in {}",
+            kept.display()
+        );
+    }
+    let early: Vec<String> = due
+        .iter()
+        .filter_map(|(id, at)| {
+            let started = starts.get(id)?;
+            (started.timestamp_millis() < at.timestamp_millis())
+                .then(|| format!("{id} started {started}, due {at}"))
+        })
+        .collect();
+    assert!(early.is_empty(), "jobs started early: {early:?}");
+    report(
+        &runs(&logs),
+        "delayed jobs across kill -9 and a broker restart",
+    );
+}
