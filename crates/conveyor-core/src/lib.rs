@@ -7,6 +7,7 @@
 //! [`Worker`] runtime drives any engine through the core trait.
 
 mod builtin;
+mod capabilities;
 mod cron;
 mod engine;
 mod error;
@@ -17,6 +18,7 @@ mod retry;
 mod worker;
 
 pub use builtin::register_builtins;
+pub use capabilities::{Capabilities, Opened};
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
 pub use engine::{
     Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Renewal, Schedules,

@@ -40,6 +40,16 @@ impl KafkaEngine {
         })
     }
 
+    /// What this engine offers beyond the core trait today: statistics from offsets and the
+    /// dead-letter list.
+    pub fn capabilities(self: &Arc<Self>) -> conveyor_core::Capabilities {
+        conveyor_core::Capabilities {
+            statistics: Some(self.clone()),
+            dead_letter_list: Some(self.clone()),
+            ..conveyor_core::Capabilities::default()
+        }
+    }
+
     /// The settings this engine uses.
     pub fn config(&self) -> &KafkaConfig {
         &self.config

@@ -51,6 +51,12 @@ impl SqliteEngine {
         Self::open(SqliteConfig::from_url(url)?)
     }
 
+    /// What this engine offers beyond the core trait: every capability.
+    pub fn capabilities(self: &Arc<Self>) -> conveyor_core::Capabilities {
+        let backend: Arc<dyn conveyor_core::Backend> = self.clone();
+        conveyor_core::Capabilities::all(&backend)
+    }
+
     /// Opens the file at `path` with default settings.
     pub fn open_path(path: impl AsRef<Path>) -> conveyor_core::Result<Self> {
         Self::open(SqliteConfig::new(path.as_ref()))

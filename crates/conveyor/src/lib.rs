@@ -20,6 +20,7 @@
 //! ```
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +31,55 @@ pub use conveyor_sqlite::{SqliteConfig, SqliteEngine, Synchronous};
 /// The default backend URL: a `conveyor.db` file in the current folder.
 pub const DEFAULT_BACKEND: &str = "sqlite://conveyor.db";
 
-/// Opens the engine a backend URL names (`sqlite://PATH[?options]`).
+/// A boxed future that can move between threads.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens the engine a backend URL names, when it has every capability
+/// (`sqlite://PATH[?options]`); [`Conveyor::connect`] opens any engine.
 pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteEngine::open_url(url)?));
     }
     Err(unknown_scheme(url))
+}
+
+/// Opens one engine's backend URL: the engine and the capabilities it declares.
+type Opener = fn(String) -> BoxFuture<'static, Result<Opened>>;
+
+/// The engines a backend URL can name, by scheme. Adding an engine is one line here (and the
+/// engine's crate).
+const ENGINES: &[(&str, Opener)] = &[("sqlite:", open_sqlite), ("kafka://", open_kafka)];
+
+fn open_sqlite(url: String) -> BoxFuture<'static, Result<Opened>> {
+    Box::pin(async move {
+        let engine = tokio::task::spawn_blocking(move || SqliteEngine::open_url(&url))
+            .await
+            .map_err(|e| Error::Closed(format!("opening the backend: {e}")))??;
+        let engine = Arc::new(engine);
+        Ok(Opened {
+            capabilities: engine.capabilities(),
+            engine,
+        })
+    })
+}
+
+fn open_kafka(url: String) -> BoxFuture<'static, Result<Opened>> {
+    Box::pin(async move {
+        let engine = Arc::new(KafkaEngine::connect(KafkaConfig::from_url(&url)?).await?);
+        Ok(Opened {
+            capabilities: engine.capabilities(),
+            engine,
+        })
+    })
+}
+
+/// Opens any backend URL through the engine its scheme names.
+pub async fn open_engine(url: &str) -> Result<Opened> {
+    let (_, open) = ENGINES
+        .iter()
+        .find(|(scheme, _)| url.starts_with(scheme))
+        .ok_or_else(|| unknown_scheme(url))?;
+    open(url.to_string()).await
 }
 
 fn unknown_scheme(url: &str) -> Error {
@@ -44,46 +88,6 @@ fn unknown_scheme(url: &str) -> Error {
         "backend",
         format!("unknown scheme {scheme:?} in {url:?}; use sqlite://PATH or kafka://HOST:PORT"),
     )
-}
-
-/// The capabilities an engine offers beyond the core trait; `None` where it has none.
-#[derive(Clone, Default)]
-pub struct Capabilities {
-    /// Job status by id.
-    pub inspect: Option<Arc<dyn Inspect>>,
-    /// Counts per queue and state.
-    pub statistics: Option<Arc<dyn Statistics>>,
-    /// Cancel, purge, cleanup.
-    pub control: Option<Arc<dyn Control>>,
-    /// Reading the dead-letter list.
-    pub dead_letter_list: Option<Arc<dyn DeadLetterList>>,
-    /// Retrying and purging dead letters.
-    pub dead_letters: Option<Arc<dyn DeadLetters>>,
-    /// Recurring schedules (and the cron scheduler that fires them).
-    pub schedules: Option<Arc<dyn Schedules>>,
-}
-
-impl Capabilities {
-    /// Every capability, from an engine that has them all.
-    pub fn all(backend: &Arc<dyn Backend>) -> Self {
-        Capabilities {
-            inspect: Some(backend.clone()),
-            statistics: Some(backend.clone()),
-            control: Some(backend.clone()),
-            dead_letter_list: Some(backend.clone()),
-            dead_letters: Some(backend.clone()),
-            schedules: Some(backend.clone().as_schedules()),
-        }
-    }
-
-    /// What the Kafka engine offers today: statistics from offsets and the dead-letter list.
-    pub fn kafka(engine: &Arc<KafkaEngine>) -> Self {
-        Capabilities {
-            statistics: Some(engine.clone()),
-            dead_letter_list: Some(engine.clone()),
-            ..Capabilities::default()
-        }
-    }
 }
 
 /// A handle on one backend: dispatch jobs, inspect and control them, run workers.
@@ -104,16 +108,8 @@ impl Conveyor {
     /// Opens any backend URL: `sqlite://PATH[?options]` or `kafka://HOST:PORT[,...][?options]`
     /// (an empty host list uses `KAFKA_BROKERS`). Kafka topics are created if missing.
     pub async fn connect(url: &str) -> Result<Self> {
-        if url.starts_with("kafka://") {
-            let config = KafkaConfig::from_url(url)?;
-            let engine = Arc::new(KafkaEngine::connect(config).await?);
-            let capabilities = Capabilities::kafka(&engine);
-            return Ok(Self::from_parts(engine, capabilities));
-        }
-        let url = url.to_string();
-        tokio::task::spawn_blocking(move || Self::open(&url))
-            .await
-            .map_err(|e| Error::Closed(format!("opening the backend: {e}")))?
+        let opened = open_engine(url).await?;
+        Ok(Self::from_parts(opened.engine, opened.capabilities))
     }
 
     /// Wraps an engine with every capability.
