@@ -251,7 +251,12 @@ fn config_check_prints_the_php_example_with_its_defaults() {
 fn the_python_and_shell_examples_run_their_jobs() {
     for (folder, kind, payload, logged) in [
         ("python", "greet", r#"{"name":"ada"}"#, "hello, ada"),
-        ("shell", "thumbnail", r#"{"file":"cat.png","width":128}"#, "thumbnail of cat.png at 128px"),
+        (
+            "shell",
+            "thumbnail",
+            r#"{"file":"cat.png","width":128}"#,
+            "thumbnail of cat.png at 128px",
+        ),
     ] {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
@@ -284,6 +289,147 @@ fn the_python_and_shell_examples_run_their_jobs() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let stderr = stop(worker, &log);
-        assert!(stderr.contains(logged), "{folder}: {logged:?} not in {stderr}");
+        assert!(
+            stderr.contains(logged),
+            "{folder}: {logged:?} not in {stderr}"
+        );
     }
+}
+
+/// 10k jobs on Kafka through a pool of 2 Python processes (the pool tests' worker, on the
+/// example library); one process is killed with SIGKILL mid-run and a job makes another go over
+/// `max_memory_mb`. Every job completes, none is dead, and each ran once except at most the one
+/// the killed process held (the processes log every job id they start).
+#[test]
+fn ten_thousand_jobs_through_a_python_pool_on_kafka_survive_a_kill() {
+    const JOBS: usize = 10_000;
+    let url = kafka_url("pool");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("runs");
+    std::fs::create_dir(&logs).expect("runs dir");
+    let handlers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conveyor-handlers/tests/workers");
+    let config = dir.path().join("conveyor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nconcurrency = 8\n[[handlers]]\nkinds = [\"py\"]\npool = {{ command = [\"python3\", {:?}], workers = 2, max_memory_mb = 80, env = {{ CONVEYOR_PY_LIB = {:?}, WORKER_LOG_DIR = {:?} }} }}\n",
+            handlers.join("pool_worker.py").display().to_string(),
+            examples().join("python").display().to_string(),
+            logs.display().to_string(),
+        ),
+    )
+    .expect("config");
+    let batch: String = (0..JOBS)
+        .map(|n| {
+            if n == JOBS / 3 {
+                "{\"op\":\"grow\",\"mb\":120}\n".to_string()
+            } else {
+                format!("{{\"n\":{n}}}\n")
+            }
+        })
+        .collect();
+    let mut enqueue = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--backend", &url, "enqueue", "py", "--batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("enqueue");
+    std::io::Write::write_all(&mut enqueue.stdin.take().expect("stdin"), batch.as_bytes())
+        .expect("write batch");
+    assert!(enqueue.wait().expect("enqueue").success());
+    let log = dir.path().join("worker.log");
+    let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--backend", &url, "--config"])
+        .arg(&config)
+        .arg("worker")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn worker");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let victim = loop {
+        let runs = runs(&logs);
+        let alive = live_pids(&logs);
+        if runs.values().sum::<usize>() >= JOBS / 2 && !alive.is_empty() {
+            break alive[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never got half way: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -9 {victim}");
+    let stats = loop {
+        let stats = json(&url, &["stats", "--json"]);
+        let queue = stats["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["queue"] == "default").cloned())
+            .unwrap_or_default();
+        if queue["completed"] == JOBS {
+            break queue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all completed: {stats}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let stderr = stop(worker, &log);
+    assert_eq!(stats["dead"], 0, "{stats}");
+    let runs = runs(&logs);
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(runs.len(), JOBS, "every job ran");
+    assert!(
+        twice.len() <= 1,
+        "only the killed process's job may run twice: {twice:?}"
+    );
+    assert!(
+        stderr.contains("over its memory limit: retired"),
+        "{stderr}"
+    );
+    // The kill and the retirement each replaced a process.
+    let restarts: u64 = stderr
+        .rsplit_once("restarts: ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pool stats at shutdown: {stderr}"));
+    assert!(restarts >= 2, "{stderr}");
+}
+
+/// Job id → how many times a pool process started it.
+fn runs(dir: &Path) -> std::collections::HashMap<String, usize> {
+    let mut runs = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(dir).expect("runs dir").flatten() {
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            *runs.entry(line.to_string()).or_default() += 1;
+        }
+    }
+    runs
+}
+
+/// Pool processes that logged jobs and still run.
+fn live_pids(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .expect("runs dir")
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .trim_end_matches(".log")
+                .parse()
+                .ok()
+        })
+        .filter(|pid: &u32| Path::new(&format!("/proc/{pid}")).exists())
+        .collect()
 }
