@@ -433,3 +433,126 @@ fn live_pids(dir: &Path) -> Vec<u32> {
         .filter(|pid: &u32| Path::new(&format!("/proc/{pid}")).exists())
         .collect()
 }
+
+/// Answers HTTP/1.1 requests on 127.0.0.1 (a port chosen at run time) until the test ends:
+/// 400 with a body for a job whose payload has `"bad"`, 200 otherwise.
+fn http_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header.trim().is_empty() {
+                            break;
+                        }
+                        let lower = header.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (status, text) = if String::from_utf8_lossy(&body).contains("\"bad\"") {
+                        ("400 Bad Request", "bad field: to")
+                    } else {
+                        ("200 OK", "")
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if writer.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// Exec (the shell example) and http handlers on Kafka through the binary: exit 0 and 2xx
+/// complete; a non-zero exit dead-letters (last attempt) with stderr's last line, a 400 at
+/// once with the response body.
+#[test]
+fn exec_and_http_handlers_on_kafka() {
+    let url = kafka_url("exec");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("conveyor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[handlers]]\nkinds = [\"thumbnail\"]\nexec = {{ command = [{:?}] }}\n[[handlers]]\nkinds = [\"notify\"]\nhttp = {{ url = \"http://{}/jobs\" }}\n",
+            examples().join("shell/thumbnail.sh").display().to_string(),
+            http_server()
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("worker.log");
+    let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--backend", &url, "--config"])
+        .arg(&config)
+        .arg("worker")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn worker");
+    let enqueue = |kind: &str, payload: &str| {
+        json(
+            &url,
+            &["enqueue", kind, payload, "--max-attempts", "1", "--json"],
+        )["id"]
+            .as_str()
+            .map(str::to_string)
+            .expect("id")
+    };
+    enqueue("thumbnail", r#"{"file":"cat.png"}"#);
+    let no_file = enqueue("thumbnail", r#"{}"#);
+    enqueue("notify", r#"{"to":"ada"}"#);
+    let bad = enqueue("notify", r#"{"to":"bad"}"#);
+    let deadline = Instant::now() + PATIENCE;
+    let letters = loop {
+        let stats = json(&url, &["stats", "--json"]);
+        let letters = json(&url, &["dlq", "list", "--json"]);
+        if stats["queues"][0]["completed"] == 2 && letters.as_array().is_some_and(|l| l.len() == 2)
+        {
+            break letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stats} {letters}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop(worker, &log);
+    let error_of = |id: &str| {
+        letters
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["id"] == id))
+            .map(|d| d["last_error"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(error_of(&no_file), "exit status 2: payload has no file");
+    assert!(
+        error_of(&bad).ends_with("/jobs: HTTP 400: bad field: to"),
+        "{letters}"
+    );
+}
