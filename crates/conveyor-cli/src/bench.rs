@@ -4,6 +4,7 @@
 
 mod kafka;
 mod paced;
+mod pool;
 mod sqlite;
 mod sqlite_ceiling;
 
@@ -30,6 +31,10 @@ pub enum Workload {
     /// `--jobs` jobs that fail twice (200/400 ms backoff) with healthy jobs at `--rate` beside
     /// them for `--seconds`; the healthy jobs' latency is reported.
     RetryStorm,
+    /// `--jobs` jobs (default 50000) through a pool of 2 worker processes with a trivial
+    /// Python and a trivial PHP handler, beside the built-in `noop` figure of the same run
+    /// (reported as the ceiling).
+    Pool,
 }
 
 impl Workload {
@@ -39,6 +44,7 @@ impl Workload {
             Workload::Latency => "latency",
             Workload::Sustained => "sustained",
             Workload::RetryStorm => "retry-storm",
+            Workload::Pool => "pool",
         }
     }
 
@@ -48,6 +54,7 @@ impl Workload {
             Workload::Latency => 2_000,
             Workload::Sustained => 0,
             Workload::RetryStorm => 50_000,
+            Workload::Pool => 50_000,
         }
     }
 
@@ -149,12 +156,14 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
                 total: ((rate * args.seconds).round() as usize).max(1),
             },
         };
-        let result = if backend_url.starts_with("kafka://") {
+        let results = if backend_url.starts_with("kafka://") {
             kafka::run(backend_url, plan).await?
         } else {
             sqlite::run(backend_url, plan).await?
         };
-        report(&result, args.json)?;
+        for result in &results {
+            report(result, args.json)?;
+        }
     }
     Ok(())
 }

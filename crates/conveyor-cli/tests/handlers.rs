@@ -61,8 +61,33 @@ fn kafka_url(tag: &str) -> String {
     format!("kafka://{broker}?prefix={tag}{id}.&group={tag}{id}&partitions=2&session_timeout=6s")
 }
 
+/// A `conveyor worker` killed when dropped, so a failing test leaves no process behind.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `conveyor worker` on `url` with the configuration file `config`, logging to `log`.
+fn spawn_worker(url: &str, config: impl AsRef<std::ffi::OsStr>, log: &Path) -> Worker {
+    let child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--backend", url, "--config"])
+        .arg(config)
+        .arg("worker")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn worker");
+    Worker(child)
+}
+
 /// Sends SIGTERM and waits (bounded) for the process to exit; returns its stderr.
-fn stop(mut worker: Child, log: &Path) -> String {
+fn stop(mut worker: Worker, log: &Path) -> String {
+    let worker = &mut worker.0;
     let pid = worker.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + PATIENCE;
@@ -91,15 +116,7 @@ fn seed_000_loop_serves_face_comparison(url: &str) {
     // The storage exists before two processes open it at once (a fresh SQLite file's
     // migration racing another process's is a known engine issue, left to its owners).
     json(url, &["stats", "--json"]);
-    let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(["--backend", url, "--config"])
-        .arg(&config)
-        .arg("worker")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn worker");
+    let worker = spawn_worker(url, &config, &log);
     let enqueue = |payload: &str| {
         json(
             url,
@@ -262,15 +279,7 @@ fn the_python_and_shell_examples_run_their_jobs() {
         let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
         let log = dir.path().join("worker.log");
         json(&url, &["stats", "--json"]); // see seed_000_loop_serves_face_comparison
-        let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-            .args(["--backend", &url, "--config"])
-            .arg(examples().join(folder).join("conveyor.toml"))
-            .arg("worker")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn worker");
+        let worker = spawn_worker(&url, examples().join(folder).join("conveyor.toml"), &log);
         let id = json(&url, &["enqueue", kind, payload, "--json"])["id"]
             .as_str()
             .map(str::to_string)
@@ -338,15 +347,7 @@ fn ten_thousand_jobs_through_a_python_pool_on_kafka_survive_a_kill() {
         .expect("write batch");
     assert!(enqueue.wait().expect("enqueue").success());
     let log = dir.path().join("worker.log");
-    let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(["--backend", &url, "--config"])
-        .arg(&config)
-        .arg("worker")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn worker");
+    let worker = spawn_worker(&url, &config, &log);
     let deadline = Instant::now() + Duration::from_secs(300);
     let victim = loop {
         let runs = runs(&logs);
@@ -505,15 +506,7 @@ fn exec_and_http_handlers_on_kafka() {
     )
     .expect("config");
     let log = dir.path().join("worker.log");
-    let worker = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(["--backend", &url, "--config"])
-        .arg(&config)
-        .arg("worker")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn worker");
+    let worker = spawn_worker(&url, &config, &log);
     let enqueue = |kind: &str, payload: &str| {
         json(
             &url,

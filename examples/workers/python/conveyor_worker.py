@@ -20,6 +20,7 @@ import json
 import sys
 
 PROTOCOL = 1
+_COMPLETE = b'{"type":"complete"}\n'
 
 
 class Task:
@@ -47,7 +48,7 @@ class Task:
 
     def complete(self):
         """The job is done."""
-        self._answer({"type": "complete"})
+        self._answer(_COMPLETE)
 
     def fail(self, error, retry=True, delay_ms=None):
         """The attempt failed: retried by the job's policy (after delay_ms if given), or
@@ -61,7 +62,10 @@ class Task:
         if self._answered:
             raise RuntimeError("job %s was already answered" % self.id)
         self._answered = True
-        self._consumer._send(line)
+        if isinstance(line, bytes):
+            self._consumer._write(line)
+        else:
+            self._consumer._send(line)
 
 
 class Consumer:
@@ -70,9 +74,10 @@ class Consumer:
     def __init__(self):
         # The protocol owns the real stdout; stray print() calls go to stderr instead of
         # corrupting it (Conveyor would kill a worker that writes non-protocol lines).
-        self._out = sys.stdout
+        # Bytes in and out: no text decoding layer on the hot path.
+        self._out = sys.stdout.buffer
         sys.stdout = sys.stderr
-        self._in = sys.stdin
+        self._in = sys.stdin.buffer
         self._current = None
         self._send({"type": "ready", "protocol": PROTOCOL})
 
@@ -90,7 +95,10 @@ class Consumer:
         return self._current
 
     def _send(self, line):
-        self._out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+    def _write(self, data):
+        self._out.write(data)
         self._out.flush()
 
 
