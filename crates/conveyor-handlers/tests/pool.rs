@@ -246,3 +246,40 @@ fn runs_per_job(dir: &Path) -> HashMap<String, usize> {
     }
     runs
 }
+
+/// A process killed while idle costs no attempt: the next job goes to its replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_while_idle_costs_no_attempt() {
+    let h = Harness::new();
+    let logs = tempfile::tempdir().expect("log dir");
+    let pool = Pool::start(python_pool(1, Some(logs.path()))).expect("pool");
+    let run = h.start(registry(&pool, &["py"]), 2);
+    let first = h.enqueue("py", json!({}), 1).await;
+    h.wait_final(&[first]).await;
+    let pid = logged_ids(logs.path())
+        .keys()
+        .map(|f| pid_of(f))
+        .next()
+        .expect("the process logged its job");
+    // SAFETY: kill(2) on a process this test's pool started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = h.enqueue("py", json!({}), 1).await;
+    let info = h.wait_final(&[second]).await.remove(0);
+    let failures = run.failures();
+    run.stop().await;
+    assert_eq!(
+        (info.state, info.attempt),
+        (JobState::Completed, 1),
+        "{info:?}"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(pool.stats().restarts, 1);
+    pool.shutdown().await;
+}

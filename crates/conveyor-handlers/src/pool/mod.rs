@@ -168,32 +168,45 @@ impl Drop for Pool {
 #[async_trait]
 impl Runner for Pool {
     async fn run(&self, ctx: JobContext) -> Outcome {
-        let mut lease = match self.inner.checkout().await {
-            Ok(lease) => lease,
-            Err(error) => return Outcome::Retry(error),
-        };
         let timeout = ctx.job().timeout.unwrap_or(self.inner.config.timeout);
         let deadline_ms = now_ms().saturating_add(timeout.as_millis() as i64);
         let line = JobLine::new(ctx.job(), deadline_ms).encode();
-        let Some(proc) = lease.proc.as_mut() else {
-            return Outcome::Retry("internal: lease without a process".into());
-        };
-        let pid = proc.pid;
-        match tokio::time::timeout(timeout, proc.run(&line, &ctx)).await {
-            Ok(Ok(outcome)) => {
-                self.inner.jobs.fetch_add(1, Ordering::Relaxed);
-                lease.give_back().await;
-                outcome
-            }
-            Ok(Err(broken)) => Outcome::Retry(lease.broken(broken).await),
-            Err(_) => {
-                drop(lease); // kills and replaces it
-                Outcome::Retry(format!(
-                    "timed out after {timeout:?}: worker process {pid} of pool {} killed and replaced",
-                    self.inner.config.name
-                ))
+        // A process that died while idle cannot take the job; the job never reached it, so it
+        // goes to the next process without costing an attempt (bounded: one try per process
+        // and one more).
+        for _ in 0..=self.inner.config.workers {
+            let mut lease = match self.inner.checkout().await {
+                Ok(lease) => lease,
+                Err(error) => return Outcome::Retry(error),
+            };
+            let Some(proc) = lease.proc.as_mut() else {
+                return Outcome::Retry("internal: lease without a process".into());
+            };
+            let pid = proc.pid;
+            match tokio::time::timeout(timeout, proc.run(&line, &ctx)).await {
+                Ok(Ok(outcome)) => {
+                    self.inner.jobs.fetch_add(1, Ordering::Relaxed);
+                    lease.give_back().await;
+                    return outcome;
+                }
+                Ok(Err(Broken::Undelivered(message))) => {
+                    let message = lease.broken(Broken::Undelivered(message)).await;
+                    tracing::debug!("{message}: the job goes to another process");
+                }
+                Ok(Err(broken)) => return Outcome::Retry(lease.broken(broken).await),
+                Err(_) => {
+                    drop(lease); // kills and replaces it
+                    return Outcome::Retry(format!(
+                        "timed out after {timeout:?}: worker process {pid} of pool {} killed and replaced",
+                        self.inner.config.name
+                    ));
+                }
             }
         }
+        Outcome::Retry(format!(
+            "pool {}: no live worker process took the job",
+            self.inner.config.name
+        ))
     }
 
     fn describe(&self) -> String {

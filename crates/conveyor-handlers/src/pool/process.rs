@@ -30,6 +30,8 @@ pub(super) enum Broken {
     Exited,
     /// It wrote something not in the protocol, or a pipe failed.
     Protocol(String),
+    /// The job could not even be written to it (it died while idle): the job never ran.
+    Undelivered(String),
 }
 
 impl Proc {
@@ -112,7 +114,9 @@ impl Proc {
         *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.id().to_string());
         let stdin = self.stdin.as_mut().ok_or(Broken::Exited)?;
         if let Err(e) = write(stdin, line).await {
-            return Err(Broken::Protocol(format!("cannot write the job to it: {e}")));
+            return Err(Broken::Undelivered(format!(
+                "cannot write the job to it: {e}"
+            )));
         }
         let outcome = loop {
             let line = self.next_line().await?;
@@ -137,6 +141,7 @@ impl Proc {
         let what = match broken {
             Broken::Exited => "exited".to_string(),
             Broken::Protocol(message) => format!("was killed: it {message}"),
+            Broken::Undelivered(message) => format!("was replaced: {message}"),
         };
         process::kill_group(self.pid);
         let status = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait())
