@@ -18,7 +18,9 @@ pub(super) struct Proc {
     pub(super) pid: u32,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
-    /// The job it runs, for its stderr lines in the log.
+    /// The job it runs (or ran last), for its stderr lines in the log. Not cleared when the
+    /// job ends: stderr is a pipe of its own, so a line written just before the result may be
+    /// read just after it, and it belongs to that job.
     job: Arc<Mutex<Option<String>>>,
     tail: Tail,
     stderr: JoinHandle<()>,
@@ -131,7 +133,6 @@ impl Proc {
                 None => return Err(Broken::Protocol(format!("sent {line:?} during a job"))),
             }
         };
-        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(outcome)
     }
 
