@@ -196,16 +196,17 @@ fn http_server() -> String {
 
 /// Exec (the shell example) and http handlers on Kafka through the binary: exit 0 and 2xx
 /// complete; a non-zero exit dead-letters (last attempt) with stderr's last line, a 400 at
-/// once with the response body.
+/// once with the response body. A pool whose command dies at start-up is backed off (a
+/// handful of start-ups, not a hot loop) and its job fails with the start-up error.
 #[test]
-fn exec_and_http_handlers_on_kafka() {
+fn exec_http_and_a_crashing_pool_on_kafka() {
     let url = kafka_url("exec");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("conveyor.toml");
     std::fs::write(
         &config,
         format!(
-            "[[handlers]]\nkinds = [\"thumbnail\"]\nexec = {{ command = [{:?}] }}\n[[handlers]]\nkinds = [\"notify\"]\nhttp = {{ url = \"http://{}/jobs\" }}\n",
+            "[[handlers]]\nkinds = [\"thumbnail\"]\nexec = {{ command = [{:?}] }}\n[[handlers]]\nkinds = [\"notify\"]\nhttp = {{ url = \"http://{}/jobs\" }}\n[[handlers]]\nkinds = [\"broken\"]\npool = {{ command = \"sh -c 'echo cannot load extension >&2; exit 3'\", allocate_timeout = \"2s\" }}\n",
             examples().join("shell/thumbnail.sh").display().to_string(),
             http_server()
         ),
@@ -226,11 +227,12 @@ fn exec_and_http_handlers_on_kafka() {
     let no_file = enqueue("thumbnail", r#"{}"#);
     enqueue("notify", r#"{"to":"ada"}"#);
     let bad = enqueue("notify", r#"{"to":"bad"}"#);
+    let broken = enqueue("broken", r#"{}"#);
     let deadline = Instant::now() + PATIENCE;
     let letters = loop {
         let stats = json(&url, &["stats", "--json"]);
         let letters = json(&url, &["dlq", "list", "--json"]);
-        if stats["queues"][0]["completed"] == 2 && letters.as_array().is_some_and(|l| l.len() == 2)
+        if stats["queues"][0]["completed"] == 2 && letters.as_array().is_some_and(|l| l.len() == 3)
         {
             break letters;
         }
@@ -241,7 +243,7 @@ fn exec_and_http_handlers_on_kafka() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    stop(worker, &log);
+    let stderr = stop(worker, &log);
     let error_of = |id: &str| {
         letters
             .as_array()
@@ -253,5 +255,19 @@ fn exec_and_http_handlers_on_kafka() {
     assert!(
         error_of(&bad).ends_with("/jobs: HTTP 400: bad field: to"),
         "{letters}"
+    );
+    let error = error_of(&broken);
+    for needle in [
+        "no worker process of pool broken became free within allocate_timeout (2s)",
+        "exited at start-up (exit status 3)",
+        "cannot load extension",
+    ] {
+        assert!(error.contains(needle), "{needle:?} not in {error:?}");
+    }
+    // Backed off (100 ms, 200 ms, 400 ms, ...): a hot loop would log hundreds.
+    let start_ups = stderr.matches("failed at start-up").count();
+    assert!(
+        (1..=12).contains(&start_ups),
+        "{start_ups} failed start-ups:\n{stderr}"
     );
 }
