@@ -128,13 +128,21 @@ fn classify(url: &str, status: u16, retry_after: Option<&str>, body: &str) -> Ou
     if (400..500).contains(&status) && !transient {
         return Outcome::Discard(error);
     }
-    match retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(seconds) => Outcome::RetryAfter {
-            delay: Duration::from_secs(seconds),
-            error,
-        },
+    match retry_after.and_then(retry_delay) {
+        Some(delay) => Outcome::RetryAfter { delay, error },
         None => Outcome::Retry(error),
     }
+}
+
+/// A `Retry-After` value: delay-seconds, or an HTTP date (a date in the past means now).
+fn retry_delay(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let ms = (at.timestamp_millis() - now_ms()).max(0);
+    Some(Duration::from_millis(ms as u64))
 }
 
 /// An error with its sources ("error sending request: connection refused").
@@ -173,5 +181,15 @@ mod tests {
             Outcome::Retry(_)
         ));
         assert!(matches!(classify("u", 302, None, ""), Outcome::Retry(_)));
+        let past = classify("u", 503, Some("Sun, 06 Nov 1994 08:49:37 GMT"), "");
+        assert!(
+            matches!(past, Outcome::RetryAfter { delay, .. } if delay.is_zero()),
+            "{past:?}"
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc2822();
+        let Outcome::RetryAfter { delay, .. } = classify("u", 429, Some(&later), "") else {
+            panic!("an HTTP date is honoured")
+        };
+        assert!(delay > Duration::from_secs(3000) && delay <= Duration::from_secs(3600));
     }
 }
