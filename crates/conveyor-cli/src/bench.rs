@@ -5,6 +5,7 @@
 mod delayed;
 mod kafka;
 mod paced;
+mod pool;
 mod sqlite;
 mod sqlite_ceiling;
 
@@ -34,6 +35,10 @@ pub enum Workload {
     /// `--jobs` delayed jobs due evenly over `--seconds`; lateness of each start after its
     /// time, and the count of early starts (must be 0).
     Delayed,
+    /// `--jobs` jobs (default 50000) through a pool of 2 worker processes with a trivial
+    /// Python and a trivial PHP handler, beside the built-in `noop` figure of the same run
+    /// (reported as the ceiling).
+    Pool,
 }
 
 impl Workload {
@@ -44,6 +49,7 @@ impl Workload {
             Workload::Sustained => "sustained",
             Workload::RetryStorm => "retry-storm",
             Workload::Delayed => "delayed",
+            Workload::Pool => "pool",
         }
     }
 
@@ -54,6 +60,7 @@ impl Workload {
             Workload::Sustained => 0,
             Workload::RetryStorm => 50_000,
             Workload::Delayed => 10_000,
+            Workload::Pool => 50_000,
         }
     }
 
@@ -161,12 +168,14 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
             },
             seconds: args.seconds,
         };
-        let result = if backend_url.starts_with("kafka://") {
+        let results = if backend_url.starts_with("kafka://") {
             kafka::run(backend_url, plan).await?
         } else {
             sqlite::run(backend_url, plan).await?
         };
-        report(&result, args.json)?;
+        for result in &results {
+            report(result, args.json)?;
+        }
     }
     Ok(())
 }

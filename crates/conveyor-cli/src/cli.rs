@@ -59,6 +59,9 @@ pub enum Command {
     /// Recurring (cron) schedules.
     #[command(subcommand)]
     Cron(CronCommand),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Remove every job of a queue that waits for its first attempt (scheduled or available,
     /// never started). Jobs that already ran an attempt and wait for the next one (retryable,
     /// rescued from a dead worker, retried from the dead-letter list) are kept: cancel those by id.
@@ -223,6 +226,18 @@ pub enum DlqCommand {
     /// Delete every dead job.
     Purge {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `conveyor config ...`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration (handlers' programs included) and print the effective one,
+    /// defaults filled in and secrets redacted; exit 2 naming the problem otherwise.
+    Check {
+        /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,
     },

@@ -22,6 +22,10 @@
 //! kind = "report"
 //! queue = "reports"            # optional, default "default"
 //! payload = { format = "pdf" } # optional TOML value, stored as JSON; default {}
+//!
+//! [[handlers]]                 # see crate::handlers
+//! kinds = ["face-comparison"]
+//! pool = { command = "php jobs-worker.php", workers = 2, max_memory_mb = 256 }
 //! ```
 //!
 //! Unknown keys are rejected, and every error names the file.
@@ -54,6 +58,9 @@ pub struct FileConfig {
     /// Recurring schedules `serve` upserts at start.
     #[serde(default)]
     pub cron: Vec<CronSection>,
+    /// Kinds served by programs in any language (pools, exec, http).
+    #[serde(default)]
+    pub handlers: Vec<crate::handlers::HandlerSection>,
 }
 
 /// `[worker]`.
@@ -105,7 +112,7 @@ pub struct CronSection {
     pub payload: Option<serde_json::Value>,
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -176,7 +183,20 @@ impl Config {
                 .validate(Utc::now())
                 .map_err(|e| invalid(path, format!("cron entry {:?}: {e}", entry.name)))?;
         }
+        crate::handlers::check(&file.handlers).map_err(|e| invalid(path, e))?;
         Ok(file)
+    }
+
+    /// The folder relative commands and handler folders are taken from: the file's own
+    /// folder, or the current one when no file was read.
+    pub fn base_dir(&self) -> PathBuf {
+        let folder = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        std::path::absolute(&folder).unwrap_or(folder)
     }
 
     /// The cron entries of the file, ready to upsert.

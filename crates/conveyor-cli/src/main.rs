@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod failure;
+mod handlers;
 mod input;
 mod output;
 mod signals;

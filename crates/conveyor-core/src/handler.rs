@@ -123,10 +123,12 @@ where
     })
 }
 
-/// The handlers a worker serves, by kind.
+/// The handlers a worker serves, by kind, and by queue for handlers that serve every kind of
+/// a queue (a configured pool serving a RoadRunner pipeline, say).
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn Handler>>,
+    queues: HashMap<String, Arc<dyn Handler>>,
 }
 
 impl Registry {
@@ -148,9 +150,26 @@ impl Registry {
         self
     }
 
+    /// Makes `handler` run every job of `queue` whose kind has no handler of its own.
+    pub fn register_queue(
+        &mut self,
+        queue: impl Into<String>,
+        handler: Arc<dyn Handler>,
+    ) -> &mut Self {
+        self.queues.insert(queue.into(), handler);
+        self
+    }
+
     /// The handler of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
         self.handlers.get(kind)
+    }
+
+    /// The handler of a job: the one of its kind, else the one of its queue.
+    pub fn handler_for(&self, job: &Job) -> Option<&Arc<dyn Handler>> {
+        self.handlers
+            .get(&job.kind)
+            .or_else(|| self.queues.get(&job.queue))
     }
 
     /// Registered kinds, sorted.
@@ -158,5 +177,39 @@ impl Registry {
         let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
         kinds.sort_unstable();
         kinds
+    }
+
+    /// Queues served whatever the kind, sorted.
+    pub fn queues(&self) -> Vec<&str> {
+        let mut queues: Vec<&str> = self.queues.keys().map(String::as_str).collect();
+        queues.sort_unstable();
+        queues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_handler_wins_over_its_queue_handler() {
+        let mut registry = Registry::new();
+        registry.register(handler_fn("a", |_| async { Outcome::Complete }));
+        registry.register_queue("q", handler_fn("q-pool", |_| async { Outcome::Complete }));
+        let job = |kind: &str, queue: &str| Job {
+            id: JobId::new(),
+            kind: kind.into(),
+            queue: queue.into(),
+            payload: "{}".into(),
+            attempt: 1,
+            max_attempts: 1,
+            timeout: None,
+            backoff: None,
+        };
+        let kind_of = |j: &Job| registry.handler_for(j).map(|h| h.kind().to_string());
+        assert_eq!(kind_of(&job("a", "q")).as_deref(), Some("a"));
+        assert_eq!(kind_of(&job("b", "q")).as_deref(), Some("q-pool"));
+        assert_eq!(kind_of(&job("b", "other")), None);
+        assert_eq!(registry.queues(), ["q"]);
     }
 }

@@ -16,7 +16,7 @@ use super::paced::{self, Pace};
 use super::{delayed, drain, enqueue_noops, round_trips, BenchResult, Plan, Workload};
 
 /// Runs one workload.
-pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
+pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
     let Plan {
         workload,
         jobs,
@@ -36,23 +36,26 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
             let enqueue_rate = enqueue_noops(&engine, jobs).await?;
             let seconds = drain(&engine, jobs, concurrency).await?;
             let ceiling = raw_consume_rate(&config, jobs).await?;
-            Ok(BenchResult::burn_down(
+            Ok(vec![BenchResult::burn_down(
                 backend,
                 jobs,
                 seconds,
                 enqueue_rate,
                 ceiling,
-            ))
+            )])
         }
         Workload::Latency => {
             let (samples, seconds) = round_trips(&engine, jobs).await?;
             let ceiling = raw_round_trips(&config, jobs).await?;
-            Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+            Ok(vec![BenchResult::latency(
+                backend, &samples, seconds, ceiling,
+            )])
         }
         Workload::Delayed => {
             let run = delayed::run(&engine, jobs, seconds, concurrency).await?;
-            Ok(BenchResult::delayed(backend, &run))
+            Ok(vec![BenchResult::delayed(backend, &run)])
         }
+        Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {
                 jobs
@@ -64,7 +67,12 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
                 Err(err) => return Err(with_group_offsets(err, &kafka).await),
             };
             let raw = raw_paced(&config, pace).await?;
-            Ok(BenchResult::paced(workload, backend, &run, Some(&raw)))
+            Ok(vec![BenchResult::paced(
+                workload,
+                backend,
+                &run,
+                Some(&raw),
+            )])
         }
     }
 }

@@ -12,7 +12,7 @@ use super::{
 };
 
 /// Runs one workload.
-pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
+pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
     let Plan {
         workload,
         jobs,
@@ -56,13 +56,13 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
                 sqlite_ceiling::burn_down(&ceiling_path, sync, jobs, concurrency)
             })
             .await??;
-            Ok(BenchResult::burn_down(
+            Ok(vec![BenchResult::burn_down(
                 backend,
                 jobs,
                 seconds,
                 enqueue_rate,
                 ceiling,
-            ))
+            )])
         }
         Workload::Latency => {
             let (samples, seconds) = round_trips(&engine, jobs).await?;
@@ -70,14 +70,17 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
                 sqlite_ceiling::round_trip(&ceiling_path, sync, jobs)
             })
             .await??;
-            Ok(BenchResult::latency(backend, &samples, seconds, ceiling))
+            Ok(vec![BenchResult::latency(
+                backend, &samples, seconds, ceiling,
+            )])
         }
         // No raw client sends a paced stream through SQLite's own tables; the latency
         // workload's ceiling covers the storage round trip.
         Workload::Delayed => {
             let run = delayed::run(&engine, jobs, seconds, concurrency).await?;
-            Ok(BenchResult::delayed(backend, &run))
+            Ok(vec![BenchResult::delayed(backend, &run)])
         }
+        Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {
                 jobs
@@ -85,7 +88,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<BenchResult> {
                 0
             };
             let run = paced::run(&engine, pace, storm, concurrency).await?;
-            Ok(BenchResult::paced(workload, backend, &run, None))
+            Ok(vec![BenchResult::paced(workload, backend, &run, None)])
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The verbs. [`run`] resolves the backend and the configuration file, then dispatches.
 
+mod config;
 mod cron;
 mod dlq;
 mod enqueue;
@@ -124,6 +125,7 @@ pub async fn run(
         Command::Cleanup(args) => Box::pin(jobs::cleanup(ctx, args)),
         Command::Dlq(command) => Box::pin(dlq::run(ctx, command)),
         Command::Cron(command) => Box::pin(cron::run(ctx, command)),
+        Command::Config(command) => Box::pin(config::run(ctx, command)),
         Command::Bench(args) => Box::pin(crate::bench::run(&ctx.backend_url, args)),
     };
     tokio::select! {

@@ -7,6 +7,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Context;
 use crate::cli::{ServeArgs, WorkerArgs};
+use crate::handlers::{self, Built};
 
 /// Runs workers and the cron scheduler until `shutdown` resolves, after upserting the cron
 /// entries of the configuration file.
@@ -36,9 +37,12 @@ pub async fn serve(
         listen = listen.as_deref().unwrap_or("-"),
         "the HTTP API is not served by this build yet; the listen address is recorded for it"
     );
-    let worker = conveyor.worker(Registry::with_builtins(), config);
+    let (registry, built) = registry(ctx, &config)?;
+    let worker = conveyor.worker(registry, config);
     log_events(&worker);
-    conveyor.serve_worker(worker, shutdown).await?;
+    let result = conveyor.serve_worker(worker, shutdown).await;
+    built.shutdown().await;
+    result?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -54,11 +58,28 @@ pub async fn worker(
         .worker_config(&args.worker.queues, args.worker.concurrency)?;
     let conveyor = ctx.open_worker(&args.worker).await?;
     announce("worker", ctx, &config, &conveyor);
-    let worker = conveyor.worker(Registry::with_builtins(), config);
+    let (registry, built) = registry(ctx, &config)?;
+    let worker = conveyor.worker(registry, config);
     log_events(&worker);
-    worker.run(shutdown).await?;
+    let result = worker.run(shutdown).await;
+    built.shutdown().await;
+    result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The built-in kinds and the configuration's `[[handlers]]`, whose pools start now and log
+/// their counts every 30 s while they change.
+fn registry(ctx: &Context, config: &WorkerConfig) -> Result<(Registry, Built), Error> {
+    let mut registry = Registry::with_builtins();
+    let built = handlers::build(
+        &ctx.config.file.handlers,
+        &ctx.config.base_dir(),
+        config.default_timeout,
+        &mut registry,
+    )?;
+    built.log_stats(std::time::Duration::from_secs(30));
+    Ok((registry, built))
 }
 
 /// The startup line on stderr.

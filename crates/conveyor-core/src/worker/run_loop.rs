@@ -234,7 +234,7 @@ impl Loop {
             tracing::warn!(job = %job.id, attempt = job.attempt, "job handed out again while an older attempt still ran here: stopping the older one");
             self.stop(&superseded, None).await;
         }
-        let Some(handler) = self.shared.registry.get(&job.kind).cloned() else {
+        let Some(handler) = self.shared.registry.handler_for(&job).cloned() else {
             self.unknown_kind(job);
             return;
         };
