@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{Error, KafkaConfig, Record};
@@ -25,7 +25,9 @@ pub struct Delivered {
 
 /// The engine's producer and admin client.
 pub struct Producer {
-    producer: FutureProducer,
+    /// Replaced by a new one when the broker stops taking its records for good (see
+    /// [`needs_new_producer`]).
+    producer: std::sync::RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     created: Mutex<HashSet<String>>,
     config: KafkaConfig,
@@ -48,6 +50,15 @@ pub fn client_config(config: &KafkaConfig, apply: impl FnOnce(&mut ClientConfig)
 impl Producer {
     /// Connects (lazily, as librdkafka does) with the engine's settings.
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+        Ok(Producer {
+            producer: std::sync::RwLock::new(Self::create(config)?),
+            admin: client_config(config, |_| {}).create()?,
+            created: Mutex::new(HashSet::new()),
+            config: config.clone(),
+        })
+    }
+
+    fn create(config: &KafkaConfig) -> Result<FutureProducer, Error> {
         let producer = client_config(config, |c| {
             c.set("enable.idempotence", "true")
                 .set("acks", "all")
@@ -55,12 +66,32 @@ impl Producer {
                 .set("linger.ms", "2")
                 .set("message.timeout.ms", "30000");
         });
-        Ok(Producer {
-            producer: producer.create()?,
-            admin: client_config(config, |_| {}).create()?,
-            created: Mutex::new(HashSet::new()),
-            config: config.clone(),
-        })
+        Ok(producer.create()?)
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces `failed` (if it is still the producer in use) by a new one: a new producer id
+    /// and sequence, which a broker that lost its producer state after a restart takes again.
+    fn renew(&self, failed: &FutureProducer) {
+        let mut producer = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(producer.client().native_ptr(), failed.client().native_ptr()) {
+            return; // another send renewed it already
+        }
+        match Self::create(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    "the broker refused the producer's records: producing with a new producer"
+                );
+                *producer = fresh;
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot make a new producer"),
+        }
     }
 
     /// Creates the topics that do not exist yet, with the configured partitions and
@@ -113,6 +144,25 @@ impl Producer {
         partition: Option<i32>,
         record: &Record,
     ) -> Result<Delivered, Error> {
+        let producer = self.current();
+        match self.send_with(&producer, topic, partition, record).await {
+            Err(Error::Client(err)) if needs_new_producer(&producer, &err) => {
+                // Once more with a new producer; the refused record was not written.
+                self.renew(&producer);
+                self.send_with(&self.current(), topic, partition, record)
+                    .await
+            }
+            sent => sent,
+        }
+    }
+
+    async fn send_with(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: Option<i32>,
+        record: &Record,
+    ) -> Result<Delivered, Error> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header {
@@ -130,11 +180,31 @@ impl Producer {
         if let Some(value) = &record.value {
             out = out.payload(value);
         }
-        let delivery = self.producer.send(out, Duration::from_secs(30)).await;
+        let delivery = producer.send(out, Duration::from_secs(30)).await;
         let delivered = delivery.map_err(|(err, _)| Error::Client(err))?;
         Ok(Delivered {
             partition: delivered.partition,
             offset: delivered.offset,
         })
     }
+}
+
+/// True when `producer` will not get records through again: it hit a fatal error, or the broker
+/// answered with an error an idempotent producer does not recover from by itself. Seen on tansu
+/// after a restart of its SQLite storage: every later record of the producer was refused with
+/// `UNKNOWN_SERVER_ERROR`, so due jobs were never moved to their queues.
+fn needs_new_producer(producer: &FutureProducer, err: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    producer.client().fatal_error().is_some()
+        || matches!(
+            err.rdkafka_error_code(),
+            Some(
+                Code::Unknown
+                    | Code::UnknownProducerId
+                    | Code::OutOfOrderSequenceNumber
+                    | Code::InvalidProducerEpoch
+                    | Code::InvalidProducerIdMapping
+                    | Code::Fatal
+            )
+        )
 }

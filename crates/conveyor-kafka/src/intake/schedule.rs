@@ -50,8 +50,13 @@ pub(super) async fn mover(
 ) {
     loop {
         catch_up(&consumer, &shared);
-        let next = move_due(&shared).await;
-        let nap = next.map_or(MOVER_NAP_MS, |at| (at - now_ms()).clamp(0, MOVER_NAP_MS));
+        let (next, refused) = move_due(&shared).await;
+        let nap = match next {
+            // The broker refused a move: not again at once (it would spin on the error).
+            _ if refused => MOVER_NAP_MS,
+            Some(at) => (at - now_ms()).clamp(0, MOVER_NAP_MS),
+            None => MOVER_NAP_MS,
+        };
         tokio::select! {
             _ = stop.changed() => return,
             _ = shared.schedule_wake.notified() => {}
@@ -77,8 +82,9 @@ fn catch_up(consumer: &LaneConsumer, shared: &Shared) {
 
 /// Moves the delayed jobs due now to their queues' topics, and carries those due far ahead
 /// that hold a partition's commit, concurrently. A job whose move or carry the broker refused
-/// waits again and is tried at the next pass. Returns the next due time.
-async fn move_due(shared: &Shared) -> Option<i64> {
+/// waits again and is tried at the next pass. Returns the next due time, and whether the
+/// broker refused anything.
+async fn move_due(shared: &Shared) -> (Option<i64>, bool) {
     let due = shared.state().take_due_scheduled(now_ms());
     let carries = shared.state().take_carries(now_ms());
     let moves = due.into_iter().map(|pending| async move {
@@ -86,7 +92,7 @@ async fn move_due(shared: &Shared) -> Option<i64> {
         if sent.is_ok() {
             mark(shared, &pending, MOVED).await;
         }
-        settle(shared, pending, sent, "move a due job to its queue");
+        settle(shared, pending, sent, "move a due job to its queue")
     });
     let carries = carries.into_iter().map(|pending| async move {
         let record = pending.envelope.to_schedule_record();
@@ -96,24 +102,29 @@ async fn move_due(shared: &Shared) -> Option<i64> {
             .await
             .map(|_| ());
         tracing::debug!(job = %pending.envelope.id, offset = pending.offset, "job due far ahead carried to its schedule partition's end");
-        settle(shared, pending, sent, "carry a job due far ahead");
+        settle(shared, pending, sent, "carry a job due far ahead")
     });
-    futures::future::join(
+    let (moved, carried) = futures::future::join(
         futures::future::join_all(moves),
         futures::future::join_all(carries),
     )
     .await;
-    shared.state().next_scheduled()
+    let refused = moved.into_iter().chain(carried).any(|placed| !placed);
+    (shared.state().next_scheduled(), refused)
 }
 
-/// Its schedule record is done once the job is elsewhere; else it waits again.
-fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, what: &str) {
+/// Its schedule record is done once the job is elsewhere (true); else it waits again.
+fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, what: &str) -> bool {
     let mut state = shared.state();
     match sent {
-        Ok(()) => state.scheduled_moved(&pending),
+        Ok(()) => {
+            state.scheduled_moved(&pending);
+            true
+        }
         Err(err) => {
             tracing::warn!(error = %err, job = %pending.envelope.id, "cannot {what} yet: trying again");
             state.reschedule(pending);
+            false
         }
     }
 }
