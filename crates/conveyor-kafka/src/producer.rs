@@ -23,11 +23,16 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// Least time between two replacements of the producer.
+const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
 /// The engine's producer and admin client.
 pub struct Producer {
     /// Replaced by a new one when the broker stops taking its records for good (see
     /// [`needs_new_producer`]).
     producer: std::sync::RwLock<FutureProducer>,
+    /// When the producer was last replaced.
+    renewed: Mutex<Option<std::time::Instant>>,
     admin: AdminClient<DefaultClientContext>,
     created: Mutex<HashSet<String>>,
     config: KafkaConfig,
@@ -52,6 +57,7 @@ impl Producer {
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
         Ok(Producer {
             producer: std::sync::RwLock::new(Self::create(config)?),
+            renewed: Mutex::new(None),
             admin: client_config(config, |_| {}).create()?,
             created: Mutex::new(HashSet::new()),
             config: config.clone(),
@@ -78,10 +84,19 @@ impl Producer {
 
     /// Replaces `failed` (if it is still the producer in use) by a new one: a new producer id
     /// and sequence, which a broker that lost its producer state after a restart takes again.
+    /// At most once per [`RENEW_AT_MOST_EVERY`]: a broker that refuses records for another
+    /// reason must not get a new client per record.
     fn renew(&self, failed: &FutureProducer) {
         let mut producer = self.producer.write().unwrap_or_else(|e| e.into_inner());
         if !std::ptr::eq(producer.client().native_ptr(), failed.client().native_ptr()) {
             return; // another send renewed it already
+        }
+        {
+            let mut last = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RENEW_AT_MOST_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
         }
         match Self::create(&self.config) {
             Ok(fresh) => {
