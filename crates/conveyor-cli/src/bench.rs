@@ -263,6 +263,19 @@ async fn drain(engine: &Arc<dyn Engine>, jobs: usize, concurrency: usize) -> Res
         counter.fetch_add(1, Ordering::Relaxed);
         async { Outcome::Complete }
     }));
+    drain_counted(engine, registry, done, jobs, concurrency, "drain").await
+}
+
+/// Runs one worker with `registry` until its handlers counted `jobs` in `done`; returns the
+/// seconds from the first job done to the worker's last stored outcome.
+async fn drain_counted(
+    engine: &Arc<dyn Engine>,
+    registry: Registry,
+    done: Arc<AtomicUsize>,
+    jobs: usize,
+    concurrency: usize,
+    label: &str,
+) -> Result<f64> {
     let worker = Worker::new(
         engine.clone(),
         registry,
@@ -271,7 +284,7 @@ async fn drain(engine: &Arc<dyn Engine>, jobs: usize, concurrency: usize) -> Res
             ..WorkerConfig::default()
         },
     );
-    let bar = progress(jobs, "drain");
+    let bar = progress(jobs, label);
     let watcher = bar.clone();
     let first = Arc::new(std::sync::OnceLock::<Instant>::new());
     let first_seen = first.clone();

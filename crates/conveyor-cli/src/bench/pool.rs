@@ -6,13 +6,15 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use conveyor::{Engine, Handler, JobContext, NewJob, Outcome, Registry, Worker, WorkerConfig};
+use conveyor::{Engine, Handler, JobContext, NewJob, Outcome, Registry};
 use conveyor_handlers::{CommandSpec, Pool, PoolConfig, Runner};
 
-use super::{drain, enqueue_in_batches, enqueue_noops, progress, BenchResult, Workload};
+use super::{
+    drain, drain_counted, enqueue_in_batches, enqueue_noops, progress, BenchResult, Workload,
+};
 
 const PY_LIB: &str = include_str!("../../../../examples/workers/python/conveyor_worker.py");
 const PHP_CONSUMER: &str =
@@ -113,30 +115,7 @@ async fn through_pool(
         pool: pool.clone(),
         done: done.clone(),
     }));
-    let worker = Worker::new(
-        engine.clone(),
-        registry,
-        WorkerConfig {
-            concurrency,
-            ..WorkerConfig::default()
-        },
-    );
-    let bar = progress(jobs, language);
-    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let seen = first.clone();
-    worker
-        .run(async move {
-            while done.load(Ordering::Relaxed) < jobs {
-                if done.load(Ordering::Relaxed) > 0 {
-                    seen.get_or_init(Instant::now);
-                }
-                bar.set_position(done.load(Ordering::Relaxed) as u64);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            bar.finish_and_clear();
-        })
-        .await?;
-    Ok(first.get().map_or(0.0, |t| t.elapsed().as_secs_f64()))
+    drain_counted(engine, registry, done, jobs, concurrency, language).await
 }
 
 /// The pool as a handler that counts completed jobs.
