@@ -121,7 +121,8 @@ macro_rules! engine_conformance_tests {
             different_ordering_keys_run_in_parallel,
             workers_take_only_their_queues,
             delayed_jobs_never_start_early_in_any_order,
-            delayed_jobs_survive_a_worker_restart
+            delayed_jobs_survive_a_worker_restart,
+            idempotency_keys_hold_across_racing_handles
         );
     };
 }

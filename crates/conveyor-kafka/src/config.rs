@@ -63,6 +63,11 @@ pub struct KafkaConfig {
     /// Topics that plain producers write in another shape, consumed like queues
     /// (DESIGN.md §2.1; `?ingest=TOPIC:FORMAT`, repeatable).
     pub ingest: Vec<Ingest>,
+    /// How long an idempotency key names its first job (URL option `idempotency_window`,
+    /// default 24 h as seed 003's scheduler kept its keys): another job with the key enqueued
+    /// within this time of the first is a duplicate. Every process of a deployment must use
+    /// the same window.
+    pub idempotency_window: Duration,
 }
 
 /// One ingest entry: a topic and how to read its records.
@@ -108,6 +113,7 @@ impl KafkaConfig {
             pause_at: 512,
             client_properties: BTreeMap::new(),
             ingest: Vec::new(),
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -163,6 +169,10 @@ impl KafkaConfig {
                 "session_timeout" => {
                     config.session_timeout = humantime::parse_duration(value).map_err(|e| bad(format!("session_timeout: {e}")))?
                 }
+                "idempotency_window" => {
+                    config.idempotency_window = humantime::parse_duration(value)
+                        .map_err(|e| bad(format!("idempotency_window: {e}")))?;
+                }
                 "compression" => {
                     config.compression = match value {
                         "none" => Compression::None,
@@ -179,7 +189,7 @@ impl KafkaConfig {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, pause_at, ingest, librdkafka.PROPERTY)"
+                        "unknown option {key:?} (known: prefix, group, partitions, replication, compression, max_payload_bytes, session_timeout, pause_at, idempotency_window, ingest, librdkafka.PROPERTY)"
                     )))
                 }
             }
@@ -206,6 +216,9 @@ mod tests {
         assert_eq!(c.pause_at, 512);
         let paced = KafkaConfig::from_url("kafka://127.0.0.1:9092?pause_at=256").unwrap();
         assert_eq!(paced.pause_at, 256);
+        assert_eq!(c.idempotency_window, Duration::from_secs(86_400));
+        let window = KafkaConfig::from_url("kafka://127.0.0.1:9092?idempotency_window=1h").unwrap();
+        assert_eq!(window.idempotency_window, Duration::from_secs(3600));
         let i = KafkaConfig::from_url("kafka://127.0.0.1:9092?ingest=job-events:event&ingest=scheduler.jobs.ingest:schedule-request").unwrap();
         let topics: Vec<&str> = i.ingest.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["job-events", "scheduler.jobs.ingest"]);

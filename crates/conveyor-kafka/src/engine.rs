@@ -10,6 +10,8 @@ use conveyor_core::{
 };
 use tokio::sync::Notify;
 
+use crate::keys::ledger::Ledger;
+use crate::keys::Verdict;
 use crate::producer::Producer;
 use crate::session::{Session, Subscription};
 use crate::{Envelope, Error, KafkaConfig, Level, Record};
@@ -20,6 +22,8 @@ pub struct KafkaEngine {
     producer: Arc<Producer>,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
     waker: Arc<Notify>,
+    /// Resolves keyed enqueues: which job holds an idempotency key (see src/keys).
+    ledger: Ledger,
 }
 
 impl KafkaEngine {
@@ -33,6 +37,7 @@ impl KafkaEngine {
         shared.push(layout.scheduled());
         producer.ensure_topics(&shared).await?;
         Ok(KafkaEngine {
+            ledger: Ledger::new(&config),
             config,
             producer,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -61,10 +66,11 @@ impl KafkaEngine {
     }
 
     /// The topic of a job: the schedule topic while it is not due (its workers move it to its
-    /// queue's topic at its time), else its queue's topic at its priority level.
+    /// queue's topic at its time) or while its idempotency key is not checked (it moves only if
+    /// it wins the key), else its queue's topic at its priority level.
     fn topic_of(&self, envelope: &Envelope, now: i64) -> String {
         let layout = &self.config.topics;
-        if is_delayed(envelope, now) {
+        if goes_to_schedule(envelope, now) {
             return layout.scheduled();
         }
         layout.queue_at(&envelope.queue, Level::of(envelope.priority))
@@ -76,31 +82,54 @@ impl KafkaEngine {
         topics.sort_unstable();
         topics.dedup();
         self.producer.ensure_topics(&topics).await?;
-        let sends = envelopes.iter().map(|e| {
-            let topic = self.topic_of(e, now);
+        let sends = envelopes.iter().map(|e| self.produce_one(e, now));
+        let enqueued = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect::<conveyor_core::Result<Vec<_>>>()?;
+        self.waker.notify_waiters();
+        Ok(enqueued)
+    }
+
+    /// Produces one job; a keyed one's answer is its key's verdict (see src/keys).
+    async fn produce_one(&self, e: &Envelope, now: i64) -> conveyor_core::Result<Enqueued> {
+        let topic = self.topic_of(e, now);
+        let state = if is_delayed(e, now) {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
+        if e.idempotency_key.is_none() {
             let record = if is_delayed(e, now) {
                 e.to_schedule_record()
             } else {
                 e.to_record()
             };
-            async move { self.producer.send(&topic, &record).await }
-        });
-        for sent in futures::future::join_all(sends).await {
-            sent?;
-        }
-        self.waker.notify_waiters();
-        Ok(envelopes
-            .iter()
-            .map(|e| Enqueued {
+            self.producer.send(&topic, &record).await?;
+            return Ok(Enqueued {
                 id: e.id,
-                state: if is_delayed(e, now) {
-                    JobState::Scheduled
-                } else {
-                    JobState::Available
-                },
+                state,
                 duplicate: false,
-            })
-            .collect())
+            });
+        }
+        self.ledger.expect(e.id);
+        let delivered = match self.producer.send(&topic, &e.to_schedule_record()).await {
+            Ok(delivered) => delivered,
+            Err(err) => {
+                self.ledger.forget(e.id);
+                return Err(err.into());
+            }
+        };
+        let (id, duplicate) = match self.ledger.verdict(e.id, delivered).await? {
+            Verdict::Wins => (e.id, false),
+            Verdict::Copy { .. } => (e.id, true),
+            Verdict::Duplicate { winner } => (winner, true),
+        };
+        Ok(Enqueued {
+            id,
+            state,
+            duplicate,
+        })
     }
 
     async fn session(&self, fetch: &Fetch) -> conveyor_core::Result<Arc<Session>> {
@@ -160,6 +189,12 @@ impl KafkaEngine {
 /// True when the job may not start yet at `now` (ms): it waits in the schedule topic.
 fn is_delayed(envelope: &Envelope, now: i64) -> bool {
     envelope.not_before.is_some_and(|at| at > now)
+}
+
+/// True when the job is produced to the schedule topic: not due yet, or its idempotency key is
+/// to be checked there.
+fn goes_to_schedule(envelope: &Envelope, now: i64) -> bool {
+    is_delayed(envelope, now) || envelope.needs_key_check()
 }
 
 #[async_trait]

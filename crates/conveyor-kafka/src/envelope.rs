@@ -34,16 +34,21 @@ impl Record {
     }
 }
 
-/// A schedule topic marker: what became of delayed job `id` (`what`: `moved`), keyed like
-/// the job's record.
-pub fn schedule_marker(id: JobId, what: &str) -> Record {
+/// A schedule topic marker: what became of delayed job `id` (`what`: `moved` or
+/// `duplicate`), with the job's idempotency key when it has one (the key index reads it).
+/// Markers are produced into their job's partition by number, whatever their record key.
+pub fn schedule_marker(id: JobId, what: &str, idempotency_key: Option<&str>) -> Record {
+    let mut headers = vec![
+        (header::ID.to_string(), id.to_string().into_bytes()),
+        (header::MARKER.to_string(), what.as_bytes().to_vec()),
+    ];
+    if let Some(key) = idempotency_key {
+        headers.push((header::IDEMPOTENCY_KEY.to_string(), key.as_bytes().to_vec()));
+    }
     Record {
         key: Some(id.to_string().into_bytes()),
         value: None,
-        headers: vec![
-            (header::ID.to_string(), id.to_string().into_bytes()),
-            (header::MARKER.to_string(), what.as_bytes().to_vec()),
-        ],
+        headers,
     }
 }
 
@@ -90,8 +95,12 @@ pub mod header {
     /// Dead letters and retries: when it happened, milliseconds since the Unix epoch.
     pub const ERROR_TIMESTAMP: &str = "error-timestamp";
     /// Schedule topic only: a marker record (no value) saying what became of the delayed job
-    /// named by [`ID`]: `moved` (to its queue's topic, when due).
+    /// named by [`ID`]: `moved` (to its queue's topic, when due) or `duplicate` (its
+    /// idempotency key names another job: it never runs).
     pub const MARKER: &str = "conveyor-marker";
+    /// `1` on the record of a keyed job whose idempotency key was checked (it won its key in
+    /// the schedule topic): a worker runs it without checking again.
+    pub const KEY_CHECKED: &str = "conveyor-key-checked";
 }
 
 /// The envelope version this build writes and reads.
@@ -128,6 +137,9 @@ pub struct Envelope {
     pub ordering_key: Option<String>,
     /// W3C `traceparent` of the producer's span.
     pub traceparent: Option<String>,
+    /// The idempotency key won its check in the schedule topic (header
+    /// [`header::KEY_CHECKED`]); a keyed job without it is checked before it runs.
+    pub key_checked: bool,
 }
 
 impl Envelope {
@@ -151,7 +163,14 @@ impl Envelope {
             idempotency_key: job.idempotency_key.clone(),
             ordering_key: job.ordering_key.clone(),
             traceparent: None,
+            key_checked: false,
         }
+    }
+
+    /// True when the job has an idempotency key not checked yet: it must win its key in the
+    /// schedule topic before it runs.
+    pub fn needs_key_check(&self) -> bool {
+        self.idempotency_key.is_some() && !self.key_checked
     }
 
     /// The record key: the ordering key, else the job id.
@@ -195,6 +214,9 @@ impl Envelope {
         if let Some(t) = &self.traceparent {
             put(header::TRACEPARENT, t.clone());
         }
+        if self.key_checked {
+            put(header::KEY_CHECKED, "1".to_string());
+        }
         Record {
             key: Some(self.key().into_bytes()),
             value: Some(self.payload.clone().into_bytes()),
@@ -202,12 +224,17 @@ impl Envelope {
         }
     }
 
-    /// The record of a delayed job in the schedule topic: keyed by its job id (whatever its
-    /// ordering key, which stays in its header), so that the job's markers, keyed alike, land
-    /// in its partition.
+    /// The record of a job in the schedule topic: keyed by its idempotency key, so that every
+    /// claim of one key lands in one partition (see `src/keys`), else by its job id (whatever
+    /// its ordering key, which stays in its header). Its markers are produced into its
+    /// partition by number.
     pub fn to_schedule_record(&self) -> Record {
+        let key = match &self.idempotency_key {
+            Some(key) => key.clone(),
+            None => self.id.to_string(),
+        };
         Record {
-            key: Some(self.id.to_string().into_bytes()),
+            key: Some(key.into_bytes()),
             ..self.to_record()
         }
     }
@@ -255,6 +282,7 @@ impl Envelope {
             idempotency_key: text(header::IDEMPOTENCY_KEY)?.map(str::to_string),
             ordering_key: text(header::ORDERING_KEY)?.map(str::to_string),
             traceparent: text(header::TRACEPARENT)?.map(str::to_string),
+            key_checked: text(header::KEY_CHECKED)? == Some("1"),
         })
     }
 }

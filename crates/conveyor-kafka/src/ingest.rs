@@ -150,7 +150,8 @@ impl IngestDecoder {
     }
 
     fn event(&self, obj: &Map<String, Value>, now_ms: i64) -> Result<Envelope, Error> {
-        let id = job_id(string(obj, "id")?.ok_or(Error::Missing("id"))?);
+        let event_id = string(obj, "id")?.ok_or(Error::Missing("id"))?;
+        let id = job_id(event_id);
         let kind = kind(obj, "type")?;
         let payload = obj.get("data").ok_or(Error::Missing("data"))?;
         let enqueued_at = match string(obj, "timestamp")? {
@@ -159,7 +160,11 @@ impl IngestDecoder {
                 .timestamp_millis(),
             None => now_ms,
         };
-        Ok(self.envelope(id, kind, payload, enqueued_at))
+        let mut envelope = self.envelope(id, kind, payload, enqueued_at);
+        // The event id is the idempotency key: a producer's retry of an event, read by any
+        // worker within the window, runs once (see src/keys).
+        envelope.idempotency_key = Some(event_id.to_string());
+        Ok(envelope)
     }
 
     fn schedule_request(&self, obj: &Map<String, Value>, now_ms: i64) -> Result<Envelope, Error> {
@@ -221,6 +226,7 @@ impl IngestDecoder {
             idempotency_key: None,
             ordering_key: None,
             traceparent: None,
+            key_checked: false,
         }
     }
 }

@@ -14,6 +14,7 @@ mod error;
 pub mod ingest;
 mod inspect;
 mod intake;
+mod keys;
 pub mod offsets;
 pub mod producer;
 mod scan;

@@ -121,6 +121,34 @@ impl Scanner {
         Ok(out)
     }
 
+    /// The first offset of `topic`'s `partition` holding a record written at or after `ms`
+    /// (ms since the epoch): the log end when there is none, the log start when the broker
+    /// cannot look offsets up by time.
+    pub fn offset_at_time(&self, topic: &str, partition: i32, ms: i64) -> Result<i64, Error> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(ms))?;
+        let found = match self.consumer.offsets_for_times(list, REQUEST_TIMEOUT) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(error = %err, topic, partition, "no offset lookup by time: reading from the log start");
+                return Ok(low);
+            }
+        };
+        let offset = found
+            .elements()
+            .first()
+            .filter(|e| e.error().is_ok())
+            .map(|e| e.offset());
+        Ok(match offset {
+            Some(Offset::Offset(at)) => at.clamp(low, high),
+            Some(Offset::End) => high,
+            _ => low,
+        })
+    }
+
     /// Reads every record in `[start, end)` of each range and hands it to `each` with its
     /// partition and offset. Fails if the ranges cannot be read within a bounded time.
     pub fn read(

@@ -54,6 +54,7 @@ fn fixture_envelope() -> Envelope {
         idempotency_key: Some("welcome-ada".into()),
         ordering_key: Some("user-42".into()),
         traceparent: None,
+        key_checked: false,
     }
 }
 

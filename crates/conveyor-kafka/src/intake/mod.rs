@@ -14,6 +14,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
+mod claims;
 mod records;
 mod refetch;
 mod schedule;
@@ -141,8 +142,15 @@ impl ConsumerContext for LaneContext {
             let positions = starting_positions(consumer, list);
             let mut state = self.shared.state();
             state.assign(&assigned, self.lane);
-            for (tp, position) in positions {
-                state.start_at(&tp, position);
+            for (tp, position) in &positions {
+                state.start_at(tp, *position);
+            }
+            if self.lane == Lane::Schedule {
+                for tp in assigned {
+                    let generation = state.rebuild_keys(&tp);
+                    let end = positions.iter().find(|(p, _)| *p == tp).map(|(_, at)| *at);
+                    claims::rebuild(self.shared.clone(), tp, generation, end);
+                }
             }
         }
     }

@@ -11,24 +11,26 @@ use tokio::sync::watch;
 use super::refetch::cached_log_end;
 use super::{LaneConsumer, Shared};
 use crate::envelope::{header, schedule_marker};
-use crate::state::{Lane, Pending, Tp};
+use crate::keys::{DUPLICATE, MOVED};
+use crate::state::{Dropped, Lane, Marker, Pending, Tp};
 use crate::{Error, Level, Record};
-
-/// The marker of a job moved to its queue's topic.
-const MOVED: &str = "moved";
 
 /// Takes in a schedule topic marker (true), or says the record is no marker (false).
 pub(super) fn take_marker(shared: &Shared, tp: &Tp, offset: i64, record: &Record) -> bool {
-    if record.header(header::MARKER).is_none() || shared.state().lane_of(tp) != Some(Lane::Schedule)
-    {
+    let text = |name: &str| record.header(name).and_then(Result::ok);
+    let Some(what) = text(header::MARKER) else {
+        return false;
+    };
+    if shared.state().lane_of(tp) != Some(Lane::Schedule) {
         return false;
     }
-    let id = record
-        .header(header::ID)
-        .and_then(Result::ok)
-        .and_then(|id| JobId::from_str(id).ok());
+    let id = text(header::ID).and_then(|id| JobId::from_str(id).ok());
     match id {
-        Some(id) => shared.state().schedule_marker(tp, offset, id, now_ms()),
+        Some(id) => {
+            let key = text(header::IDEMPOTENCY_KEY);
+            let marker = Marker { id, key, what };
+            shared.state().schedule_marker(tp, offset, marker, now_ms());
+        }
         None => {
             tracing::warn!(topic = %tp.0, partition = tp.1, offset, "a schedule marker without a job id: ignored");
             shared.state().skip(tp, offset);
@@ -90,9 +92,17 @@ async fn move_due(shared: &Shared) -> (Option<i64>, bool) {
     let moves = due.into_iter().map(|pending| async move {
         let sent = send_to_queue(shared, &pending).await;
         if sent.is_ok() {
-            mark(shared, &pending, MOVED).await;
+            let envelope = &pending.envelope;
+            mark(
+                shared,
+                &pending.tp,
+                envelope.id,
+                envelope.idempotency_key.as_deref(),
+                MOVED,
+            )
+            .await;
         }
-        settle(shared, pending, sent, "move a due job to its queue")
+        settle(shared, pending, sent, Placed::Moved)
     });
     let carries = carries.into_iter().map(|pending| async move {
         let record = pending.envelope.to_schedule_record();
@@ -102,8 +112,15 @@ async fn move_due(shared: &Shared) -> (Option<i64>, bool) {
             .await
             .map(|_| ());
         tracing::debug!(job = %pending.envelope.id, offset = pending.offset, "job due far ahead carried to its schedule partition's end");
-        settle(shared, pending, sent, "carry a job due far ahead")
+        settle(shared, pending, sent, Placed::Carried)
     });
+    let dropped = shared.state().take_dropped();
+    let drops = dropped
+        .into_iter()
+        .map(|Dropped { tp, id, key }| async move {
+            mark(shared, &tp, id, Some(&key), DUPLICATE).await;
+        });
+    futures::future::join_all(drops).await;
     let (moved, carried) = futures::future::join(
         futures::future::join_all(moves),
         futures::future::join_all(carries),
@@ -113,15 +130,32 @@ async fn move_due(shared: &Shared) -> (Option<i64>, bool) {
     (shared.state().next_scheduled(), refused)
 }
 
+/// Where a due or far-ahead job was sent.
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    /// To its queue's topic.
+    Moved,
+    /// To its schedule partition's end.
+    Carried,
+}
+
 /// Its schedule record is done once the job is elsewhere (true); else it waits again.
-fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, what: &str) -> bool {
+fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, placed: Placed) -> bool {
     let mut state = shared.state();
-    match sent {
-        Ok(()) => {
+    match (sent, placed) {
+        (Ok(()), Placed::Moved) => {
             state.scheduled_moved(&pending);
             true
         }
-        Err(err) => {
+        (Ok(()), Placed::Carried) => {
+            state.scheduled_carried(&pending);
+            true
+        }
+        (Err(err), _) => {
+            let what = match placed {
+                Placed::Moved => "move a due job to its queue",
+                Placed::Carried => "carry a job due far ahead",
+            };
             tracing::warn!(error = %err, job = %pending.envelope.id, "cannot {what} yet: trying again");
             state.reschedule(pending);
             false
@@ -129,17 +163,16 @@ fn settle(shared: &Shared, pending: Pending, sent: Result<(), Error>, what: &str
     }
 }
 
-/// Writes the marker of a moved job after its record, in its schedule partition. Without it a
-/// later owner reading the partition again moves the job again (it runs twice): that is all a
-/// failure costs, so it is logged, not retried.
-async fn mark(shared: &Shared, pending: &Pending, what: &str) {
-    let marker = schedule_marker(pending.envelope.id, what);
-    let sent = shared
-        .producer
-        .send_to(&pending.tp.0, Some(pending.tp.1), &marker)
-        .await;
+/// Writes the marker of a moved (or dropped) job after its record, in its schedule partition.
+/// Without it a later owner reading the partition again judges the job again: a moved job is
+/// moved again (it runs twice), a dropped duplicate is dropped again unless that owner's key
+/// index starts after the key's winner. That is all a failure costs, so it is logged, not
+/// retried.
+async fn mark(shared: &Shared, tp: &Tp, id: JobId, key: Option<&str>, what: &str) {
+    let marker = schedule_marker(id, what, key);
+    let sent = shared.producer.send_to(&tp.0, Some(tp.1), &marker).await;
     if let Err(err) = sent {
-        tracing::warn!(error = %err, job = %pending.envelope.id, "cannot write the marker of a moved job: a later owner of its schedule partition may move it again");
+        tracing::warn!(error = %err, job = %id, what, "cannot write the marker of a job in the schedule topic: a later owner of its partition judges it again");
     }
 }
 
@@ -151,7 +184,9 @@ const PARK_AFTER_MS: i64 = 1000;
 /// A record of a queue or ingest topic that is not due for a while (a Java scheduler's
 /// request for next week, say) is parked in the schedule topic, and its record here is done:
 /// it must not hold its partition's commit, nor the jobs behind it, nor depend on the queue
-/// topic's retention. Returns the record when it stays here (due soon, or it could not be
+/// topic's retention. So is a job whose idempotency key was not checked yet (a plain
+/// producer's record with a key, a Go event): it runs only if it wins its key there (see
+/// src/keys). Returns the record when it stays here (due soon and checked, or it could not be
 /// parked: then it waits in memory, never early either way).
 pub(super) async fn park_if_not_due(shared: &Shared, pending: Pending) -> Option<Pending> {
     let lane = shared.state().lane_of(&pending.tp);
@@ -159,7 +194,8 @@ pub(super) async fn park_if_not_due(shared: &Shared, pending: Pending) -> Option
         .envelope
         .not_before
         .is_some_and(|at| at > now_ms() + PARK_AFTER_MS);
-    if !far || !matches!(lane, Some(Lane::Fresh | Lane::Urgent)) {
+    let park = far || pending.envelope.needs_key_check();
+    if !park || !matches!(lane, Some(Lane::Fresh | Lane::Urgent)) {
         return Some(pending);
     }
     let topic = shared.config.topics.scheduled();
@@ -190,9 +226,14 @@ pub(crate) async fn send_to_queue(shared: &Shared, pending: &Pending) -> Result<
         .ensure_topics(std::slice::from_ref(&topic))
         .await?;
     tracing::debug!(job = %envelope.id, queue = %envelope.queue, %topic, from = %pending.tp.0, "job moved to its queue's topic");
-    shared
-        .producer
-        .send(&topic, &envelope.to_record())
-        .await
-        .map(|_| ())
+    let mut record = envelope.to_record();
+    if envelope.needs_key_check() && pending.tp.0.as_ref() == shared.config.topics.scheduled() {
+        // It won its key here: its queue's workers run it without checking again.
+        let checked = crate::Envelope {
+            key_checked: true,
+            ..envelope.clone()
+        };
+        record = checked.to_record();
+    }
+    shared.producer.send(&topic, &record).await.map(|_| ())
 }

@@ -7,13 +7,17 @@ use std::sync::Arc;
 
 use conveyor_core::JobId;
 
+mod claims;
 mod copies;
 mod flow;
 mod redelivery;
 mod summary;
 mod timetable;
 
+pub(crate) use claims::Dropped;
+use claims::Keys;
 use copies::Finished;
+pub(crate) use timetable::Marker;
 
 use crate::delivery::Seen;
 use crate::offsets::PartitionOffsets;
@@ -108,6 +112,12 @@ pub(crate) struct State {
     held: Vec<Pending>,
     /// Delayed jobs read from the schedule topic, waiting for their time.
     timetable: timetable::Timetable,
+    /// Per owned schedule partition, the winners of its idempotency keys (see claims.rs).
+    keys: HashMap<Tp, Keys>,
+    /// Numbers the rebuilds of key indexes, so a late one of a revoked partition is dropped.
+    key_generation: u64,
+    /// Claims dropped as duplicates whose markers are still to be written.
+    dropped: Vec<Dropped>,
     /// Partitions the group assigned to this session, with the lane that reads them.
     assigned: HashMap<Tp, Lane>,
     /// Assigned partitions currently paused.

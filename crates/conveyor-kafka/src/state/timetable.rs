@@ -80,6 +80,12 @@ impl Timetable {
         Some(pending)
     }
 
+    /// Removes the job waiting at `offset` of `tp`.
+    pub(super) fn remove_at(&mut self, tp: &Tp, offset: i64) -> Option<Pending> {
+        let due = *self.by_offset.get(tp)?.get(&offset)?;
+        self.remove(&(due, tp.clone(), offset))
+    }
+
     /// Removes job `id`, wherever it waits.
     fn remove_id(&mut self, id: JobId) -> Option<Pending> {
         let slot = self.by_id.get(&id)?.clone();
@@ -107,23 +113,40 @@ impl Timetable {
     }
 }
 
+/// A schedule topic marker as read: what became of job `id`, with its idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Marker<'a> {
+    pub id: JobId,
+    pub key: Option<&'a str>,
+    pub what: &'a str,
+}
+
 impl State {
     /// Takes in a record of the schedule topic: it waits for its due time in the timetable.
     /// A second record of a job already waiting is done at once.
+    /// A keyed job's record that its idempotency key rules out is done at once too.
     pub(super) fn schedule(&mut self, pending: Pending) {
         let (tp, offset) = (pending.tp.clone(), pending.offset);
+        if !self.judge(&pending) {
+            return;
+        }
         if !self.timetable.insert(pending) {
             self.finish_offset(&tp, offset);
         }
     }
 
-    /// Takes in a marker of the schedule topic: delayed job `id` was moved (by an earlier
-    /// owner of the partition, or by this one), so it does not wait any more. The marker's own
-    /// offset is done at once. (It counts as a record read at `now_ms`: a partition giving
-    /// markers is not idle.)
-    pub fn schedule_marker(&mut self, tp: &Tp, offset: i64, id: JobId, now_ms: i64) {
+    /// Takes in a marker of the schedule topic: delayed job `id` was moved or dropped as a
+    /// duplicate (by an earlier owner of the partition, or by this one), so it does not wait
+    /// any more; a keyed job's marker also goes into the key index. The marker's own offset is
+    /// done at once. (It counts as a record read at `now_ms`: a partition giving markers is
+    /// not idle.)
+    pub fn schedule_marker(&mut self, tp: &Tp, offset: i64, marker: Marker<'_>, now_ms: i64) {
+        let id = marker.id;
         self.last_read.insert(tp.clone(), now_ms);
         self.skip(tp, offset);
+        if let Some(key) = marker.key {
+            self.mark_key(tp, offset, id, key, marker.what);
+        }
         if let Some(moved) = self.timetable.remove_id(id) {
             self.finish_offset(&moved.tp, moved.offset);
         }
@@ -147,9 +170,10 @@ impl State {
             .collect()
     }
 
-    /// The schedule partition `tp` was read to its end: its due jobs may be moved now.
+    /// The schedule partition `tp` was read to its end: its due jobs may be moved now, once its
+    /// key index is rebuilt.
     pub fn caught_up(&mut self, tp: &Tp) {
-        if self.is_assigned(tp) {
+        if self.is_assigned(tp) && self.keys_ready(tp) {
             self.timetable.caught_up.insert(tp.clone());
         }
     }
@@ -165,9 +189,15 @@ impl State {
         self.timetable.next_due()
     }
 
-    /// A due job is in its queue's topic now (or carried to its partition's end): its
-    /// schedule record is done.
+    /// A due job is in its queue's topic now: its schedule record is done.
     pub fn scheduled_moved(&mut self, pending: &Pending) {
+        self.key_moved(pending);
+        self.finish_offset(&pending.tp, pending.offset);
+    }
+
+    /// A job due far ahead was written again at its partition's end: this record is done (the
+    /// new one waits).
+    pub fn scheduled_carried(&mut self, pending: &Pending) {
         self.finish_offset(&pending.tp, pending.offset);
     }
 
@@ -180,7 +210,7 @@ impl State {
     }
 
     /// Jobs to carry to their partition's end, taken out of the timetable; then
-    /// [`State::scheduled_moved`] or [`State::reschedule`] for each.
+    /// [`State::scheduled_carried`] or [`State::reschedule`] for each.
     ///
     /// A partition whose commit trails its end by more than twice its waiting jobs plus
     /// [`CARRY_SLACK`] carries its jobs due more than [`CARRY_AHEAD_MS`] ahead that sit
@@ -217,6 +247,7 @@ impl State {
     /// See [`Timetable::revoke`].
     pub(super) fn revoke_scheduled(&mut self, gone: &dyn Fn(&Tp) -> bool) {
         self.timetable.revoke(gone);
+        self.revoke_keys(gone);
     }
 }
 
@@ -271,7 +302,12 @@ mod tests {
         let id = job.envelope.id;
         s.accept(job, 0);
         s.accept(delayed(1, 900), 0);
-        s.schedule_marker(&schedule_tp(), 2, id, 0);
+        let marker = Marker {
+            id,
+            key: None,
+            what: "moved",
+        };
+        s.schedule_marker(&schedule_tp(), 2, marker, 0);
         let due: Vec<i64> = s
             .take_due_scheduled(1000)
             .iter()

@@ -157,3 +157,55 @@ pub async fn workers_take_only_their_queues(h: &dyn EngineHarness) {
         "a queue the worker does not serve was taken"
     );
 }
+
+/// The same idempotency key enqueued from two handles at once (as two processes would), and
+/// again from a third handle later, yields one job: every enqueue answers its id, exactly one
+/// of the racers says it stored it, and the job runs once.
+pub async fn idempotency_keys_hold_across_racing_handles(h: &dyn EngineHarness) {
+    let site = h.engine_site().await;
+    let (a, b) = (site.engine().await, site.engine().await);
+    let keyed = |who: &str, key: &str| {
+        NewJob::new("noop", json!({ "from": who })).idempotency_key(format!("race-{key}"))
+    };
+    let mut winners = Vec::new();
+    for key in 0..10 {
+        let key = key.to_string();
+        let (first, second) =
+            tokio::join!(a.enqueue(keyed("a", &key)), b.enqueue(keyed("b", &key)));
+        let (first, second) = (first.expect("enqueue a"), second.expect("enqueue b"));
+        assert_eq!(
+            first.id, second.id,
+            "both racers answer the job holding the key"
+        );
+        assert!(
+            first.duplicate != second.duplicate,
+            "exactly one racer stored the job: {first:?} {second:?}"
+        );
+        winners.push(first.id);
+    }
+    drop((a, b));
+    let c = site.engine().await;
+    let late = c.enqueue(keyed("c", "0")).await.expect("enqueue c");
+    assert!(late.duplicate, "{late:?}");
+    assert_eq!(late.id, winners[0], "a later process gets the same job");
+    let other = c.enqueue(keyed("c", "other")).await.expect("enqueue other");
+    assert!(!other.duplicate, "another key is another job: {other:?}");
+    winners.push(other.id);
+
+    let mut worker = run(&c, Registry::with_builtins(), test_config());
+    worker.until_completed(&winners).await;
+    let events = worker.stop().await;
+    for id in &winners {
+        assert_eq!(attempts(&events, *id), [1], "job {id} runs once");
+    }
+    let started: std::collections::HashSet<_> = events
+        .iter()
+        .filter(|e| matches!(e, conveyor_core::JobEvent::Started { .. }))
+        .map(conveyor_core::JobEvent::id)
+        .collect();
+    assert_eq!(
+        started,
+        winners.iter().copied().collect(),
+        "no job but the keys' holders ran"
+    );
+}
