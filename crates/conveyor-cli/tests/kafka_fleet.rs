@@ -7,74 +7,15 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use conveyor::{Conveyor, NewJob};
 use serde_json::json;
-use support::{dev_broker, dev_broker_script};
+use support::{Fleet, FLEET_CONCURRENCY};
 
 const JOBS: usize = 20_000;
 const WORKERS: usize = 3;
-const CONCURRENCY: usize = 32;
-
-/// A durable broker of this test's own, and its worker processes; all stopped on drop.
-struct Fleet {
-    broker_dir: PathBuf,
-    workers: Vec<Option<Child>>,
-}
-
-impl Fleet {
-    /// A fleet whose broker keeps its state (and log) in `dir`.
-    fn in_dir(dir: &Path) -> Self {
-        Fleet {
-            broker_dir: dir.join("broker"),
-            workers: Vec::new(),
-        }
-    }
-
-    fn broker(&self, args: &[&str]) -> String {
-        dev_broker(args, Some(&self.broker_dir))
-    }
-
-    fn spawn_worker(&mut self, url: &str, log: &Path) {
-        self.spawn_worker_with(url, log, &[], "info");
-    }
-
-    /// A worker with extra arguments (`--queues`) and log filter (`info,conveyor=debug` logs
-    /// every job's start and end).
-    fn spawn_worker_with(&mut self, url: &str, log: &Path, args: &[&str], rust_log: &str) {
-        let log = std::fs::File::create(log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-            .args([
-                "worker",
-                "--backend",
-                url,
-                "--concurrency",
-                &CONCURRENCY.to_string(),
-            ])
-            .args(args)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn conveyor worker");
-        self.workers.push(Some(child));
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for child in self.workers.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new(dev_broker_script())
-            .arg("stop")
-            .env("CONVEYOR_BROKER_DIR", &self.broker_dir)
-            .status();
-    }
-}
 
 /// How many times each job id was echoed, over every worker's log.
 fn runs(logs: &[PathBuf]) -> HashMap<String, usize> {
@@ -198,7 +139,7 @@ async fn a_fleet_loses_nothing_when_a_worker_is_killed_and_the_broker_restarts()
     // uncommitted work can grow past it; with a 6 s session, one run of about ten re-ran
     // more than this bound, none with 15 s (2026-11-26: 55-3065 re-runs).
     const LANE_BUFFER: usize = 4096;
-    let bound = WORKERS * CONCURRENCY + 1200 + (WORKERS - 1) * LANE_BUFFER;
+    let bound = WORKERS * FLEET_CONCURRENCY + 1200 + (WORKERS - 1) * LANE_BUFFER;
     assert!(
         duplicates <= bound,
         "{duplicates} re-runs exceed the in-flight bound {bound}"
