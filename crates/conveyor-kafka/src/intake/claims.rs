@@ -18,7 +18,7 @@ use crate::Error;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Rebuilds `tp`'s index from the records before `end` (the committed position the lane
-/// reads from; `None`: the lane reads the whole log, so there is nothing before it), then
+/// reads from; `None`: not known, looked up here), then
 /// hands it over as rebuild number `generation`. Tries again until it succeeds or the
 /// partition is no longer this session's.
 pub(super) fn rebuild(shared: Arc<Shared>, tp: Tp, generation: u64, end: Option<i64>) {
@@ -48,10 +48,20 @@ pub(super) fn rebuild(shared: Arc<Shared>, tp: Tp, generation: u64, end: Option<
 fn read_index(shared: &Shared, tp: &Tp, end: Option<i64>) -> Result<KeyIndex, Error> {
     let config = &shared.config;
     let mut index = KeyIndex::new(window_ms(config));
-    let Some(end) = end else {
-        return Ok(index);
-    };
     let scanner = Scanner::new(config, &config.schedule_group())?;
+    // Unknown when the lane could not read its committed offsets at assignment (it still
+    // starts there): asked again here, and an error tries again rather than trusting an empty
+    // index.
+    let end = match end {
+        Some(end) => Some(end),
+        None => scanner
+            .offsets(&[(tp.0.to_string(), vec![tp.1])])?
+            .first()
+            .and_then(|at| at.committed),
+    };
+    let Some(end) = end else {
+        return Ok(index); // nothing committed: the lane reads the whole log itself
+    };
     let start = scanner.offset_at_time(&tp.0, tp.1, reading_since(config, now_ms()))?;
     let range = [(tp.0.to_string(), tp.1, start, end)];
     scanner.read(&range, |_, _, _, record| {
