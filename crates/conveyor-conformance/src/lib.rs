@@ -122,7 +122,8 @@ macro_rules! engine_conformance_tests {
             workers_take_only_their_queues,
             delayed_jobs_never_start_early_in_any_order,
             delayed_jobs_survive_a_worker_restart,
-            idempotency_keys_hold_across_racing_handles
+            idempotency_keys_hold_across_racing_handles,
+            a_keyed_retry_keeps_its_attempts_across_crashed_workers
         );
     };
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_core::{
-    Backend, Backoff, Engine, JobEvent, JobId, JobInfo, JobState, Registry, Worker, WorkerConfig,
+    Backend, Backoff, Engine, Fetch, Job, JobEvent, JobId, JobInfo, JobState, Registry, Worker,
+    WorkerConfig,
 };
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -120,6 +121,28 @@ pub fn attempts(events: &[JobEvent], id: JobId) -> Vec<u32> {
             _ => None,
         })
         .collect()
+}
+
+/// Leases one job as worker `owner` by hand (no worker runtime), reporting nothing: a worker
+/// process about to die holding it. Panics if none is leased within [`WAIT`].
+pub async fn lease_one(engine: &Arc<dyn Engine>, owner: &str) -> Job {
+    let fetch = Fetch {
+        owner: owner.into(),
+        queues: vec![],
+        limit: 1,
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let leased = engine.exchange(vec![], &fetch).await.expect("fetch");
+        if let Some(job) = leased.into_iter().next() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{owner} never got a job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The error `id` was dead-lettered with, if it was.

@@ -27,7 +27,7 @@ pub struct KafkaEngine {
 }
 
 impl KafkaEngine {
-    /// Connects and creates the shared topics (retry tiers, dead letters, status) if missing.
+    /// Connects and creates the shared topics (retry tiers, dead letters, status, schedule, attempt notes) if missing.
     pub async fn connect(config: KafkaConfig) -> Result<Self, Error> {
         let producer = Arc::new(Producer::new(&config)?);
         let layout = &config.topics;
@@ -35,6 +35,7 @@ impl KafkaEngine {
         shared.push(layout.dead());
         shared.push(layout.status());
         shared.push(layout.scheduled());
+        shared.push(layout.attempts());
         producer.ensure_topics(&shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),

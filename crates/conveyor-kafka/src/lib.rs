@@ -4,6 +4,7 @@
 //!
 //! Everything here is pure (no broker connection), so the formats are guarded by fixture tests.
 
+mod attempts;
 mod config;
 #[cfg(test)]
 mod decode_props;

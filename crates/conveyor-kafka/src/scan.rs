@@ -149,6 +149,43 @@ impl Scanner {
         })
     }
 
+    /// When the first record of `topic`'s `partition` at or after `offset` was written (ms
+    /// since the epoch, the record's timestamp); `None` when the partition has no record there.
+    pub fn timestamp_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<i64>, Error> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+        let from = offset.max(low);
+        if from >= high {
+            return Ok(None);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        self.consumer.assign(&list)?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let found = loop {
+            if Instant::now() > deadline {
+                break Err(Error::Incomplete(format!(
+                    "no record of {topic}/{partition} at offset {from} within {READ_TIMEOUT:?}"
+                )));
+            }
+            let Some(message) = self.consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message?;
+            if message.topic() == topic && message.partition() == partition {
+                break Ok(message.timestamp().to_millis());
+            }
+        };
+        self.consumer.unassign()?;
+        found
+    }
+
     /// Reads every record in `[start, end)` of each range and hands it to `each` with its
     /// partition and offset. Fails if the ranges cannot be read within a bounded time.
     pub fn read(

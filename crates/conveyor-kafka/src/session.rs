@@ -12,6 +12,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::attempts::Note;
 use crate::intake::{
     commit, poll_loop, provenance, send_to_queue, subscribe, LaneConsumer, Shared,
 };
@@ -222,6 +223,15 @@ impl Session {
                 return Ok(());
             }
             Completion::Retry { at_ms, error } if pending.envelope.ordering_key.is_some() => {
+                // The note first: whoever reads the record next (this worker restarted, or
+                // the partition's next owner) goes on from it.
+                if let Err(err) = self
+                    .note_attempt(&pending, report.attempt, *at_ms, error)
+                    .await
+                {
+                    self.shared.state().relet(pending);
+                    return Err(err);
+                }
                 pending.envelope.attempt = report.attempt;
                 pending.envelope.not_before = Some(*at_ms);
                 tracing::debug!(job = %report.id, %error, "keyed job retries in place");
@@ -251,6 +261,31 @@ impl Session {
                 Err(err)
             }
         }
+    }
+
+    /// Writes the attempt note of a keyed job that retries in place (see `src/attempts.rs`).
+    async fn note_attempt(
+        &self,
+        pending: &Pending,
+        attempt: u32,
+        due_ms: i64,
+        error: &str,
+    ) -> Result<(), Error> {
+        let note = Note {
+            topic: pending.tp.0.to_string(),
+            partition: pending.tp.1,
+            offset: pending.offset,
+            id: pending.envelope.id,
+            attempt,
+            due_ms,
+            error: error.to_string(),
+        };
+        let topic = self.shared.config.topics.attempts();
+        self.shared
+            .producer
+            .send(&topic, &note.to_record()?)
+            .await
+            .map(|_| ())
     }
 
     /// Produces a failed job to its retry tier (`retry_at`) or to the dead-letter topic.

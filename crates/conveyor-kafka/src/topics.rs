@@ -141,6 +141,12 @@ impl TopicLayout {
         format!("{}status", self.prefix)
     }
 
+    /// Attempt notes of keyed jobs that retry in place, keyed by their partition:
+    /// `{prefix}attempts` (see `src/attempts.rs`).
+    pub fn attempts(&self) -> String {
+        format!("{}attempts", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

@@ -15,6 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
 mod claims;
+mod notes;
 mod records;
 mod refetch;
 mod schedule;
@@ -145,11 +146,15 @@ impl ConsumerContext for LaneContext {
             for (tp, position) in &positions {
                 state.start_at(tp, *position);
             }
-            if self.lane == Lane::Schedule {
-                for tp in assigned {
+            for tp in assigned {
+                let position = positions.iter().find(|(p, _)| *p == tp).map(|(_, at)| *at);
+                if self.lane == Lane::Schedule {
                     let generation = state.rebuild_keys(&tp);
-                    let end = positions.iter().find(|(p, _)| *p == tp).map(|(_, at)| *at);
-                    claims::rebuild(self.shared.clone(), tp, generation, end);
+                    claims::rebuild(self.shared.clone(), tp, generation, position);
+                } else {
+                    // Without a committed position the lane reads from the log start.
+                    let generation = state.load_notes(&tp);
+                    notes::load(self.shared.clone(), tp, generation, position.unwrap_or(0));
                 }
             }
         }

@@ -10,6 +10,7 @@ use conveyor_core::JobId;
 mod claims;
 mod copies;
 mod flow;
+mod notes;
 mod redelivery;
 mod summary;
 mod timetable;
@@ -118,6 +119,10 @@ pub(crate) struct State {
     key_generation: u64,
     /// Claims dropped as duplicates whose markers are still to be written.
     dropped: Vec<Dropped>,
+    /// Per assigned queue partition, the attempt notes of its keyed jobs (see notes.rs).
+    notes: HashMap<Tp, notes::Notes>,
+    /// Numbers the reads of attempt notes, so a late one of a revoked partition is dropped.
+    notes_generation: u64,
     /// Partitions the group assigned to this session, with the lane that reads them.
     assigned: HashMap<Tp, Lane>,
     /// Assigned partitions currently paused.
@@ -193,11 +198,23 @@ impl State {
             self.schedule(pending);
             return Accepted::Scheduled;
         }
+        match self.stash_until_noted(pending) {
+            Some(pending) => self.take_in(pending, now_ms),
+            None => Accepted::Waiting,
+        }
+    }
+
+    /// Takes in a record's job that is to run here.
+    fn take_in(&mut self, pending: Pending, now_ms: i64) -> Accepted {
         if let Some(twins) = self.live.get_mut(&pending.envelope.id) {
             twins.push(pending);
             return Accepted::Twin;
         }
         self.live.insert(pending.envelope.id, Vec::new());
+        let pending = match self.go_on_from_note(pending, now_ms) {
+            Ok(pending) => pending,
+            Err(accepted) => return accepted,
+        };
         if let Some(queue) = self.delayed.get_mut(&pending.tp).filter(|q| !q.is_empty()) {
             let due_ms = queue
                 .front()
@@ -456,6 +473,7 @@ impl State {
                 keep(&p);
             }
             self.offsets.remove(tp);
+            self.notes.remove(tp);
             self.refetch_due.remove(tp);
             self.assigned.remove(tp);
             self.paused.remove(tp);

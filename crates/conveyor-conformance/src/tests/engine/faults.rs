@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use conveyor_core::{handler_fn, Error, Fetch, NewJob, Outcome, Registry, WorkerConfig};
+use conveyor_core::{handler_fn, Error, NewJob, Outcome, Registry, WorkerConfig};
 use serde_json::json;
 
-use crate::{attempts, completed, dead_error, run, test_config, EngineHarness, WAIT};
+use crate::{attempts, completed, dead_error, lease_one, run, test_config, EngineHarness};
 
 /// A panicking handler fails its attempt with the panic message; the worker keeps going.
 pub async fn handler_panic_is_an_error_not_a_crash(h: &dyn EngineHarness) {
@@ -185,24 +185,8 @@ pub async fn a_crashed_worker_handle_loses_its_jobs_and_they_run_again(h: &dyn E
         .await
         .expect("enqueue")
         .id;
-    let fetch = Fetch {
-        owner: "ghost-worker".into(),
-        queues: vec![],
-        limit: 10,
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let leased = ghost.exchange(vec![], &fetch).await.expect("ghost fetch");
-        if !leased.is_empty() {
-            assert_eq!(leased.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ghost never got the job"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let leased = lease_one(&ghost, "ghost-worker").await;
+    assert_eq!(leased.id, id);
     drop(ghost); // the crash: no report, no heartbeat, no commit
     let survivor = site.engine().await;
     let mut worker = run(&survivor, Registry::with_builtins(), test_config());

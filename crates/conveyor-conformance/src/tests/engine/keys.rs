@@ -4,11 +4,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conveyor_core::{handler_fn, NewJob, Outcome, Registry, WorkerConfig};
+use conveyor_core::{
+    handler_fn, now_ms, Completion, Fetch, NewJob, Outcome, Registry, Report, WorkerConfig,
+};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{attempts, run, test_config, EngineHarness};
+use crate::{attempts, dead_error, lease_one, run, test_config, EngineHarness};
 
 #[derive(Deserialize)]
 struct Step {
@@ -208,4 +210,55 @@ pub async fn idempotency_keys_hold_across_racing_handles(h: &dyn EngineHarness) 
         winners.iter().copied().collect(),
         "no job but the keys' holders ran"
     );
+}
+
+/// A keyed job that always fails keeps its attempt count when the worker holding it for its
+/// retry dies: two handles each run one attempt and die without a word, and a third runs the
+/// rest and dead-letters it after exactly its max attempts (not max plus the lost ones).
+pub async fn a_keyed_retry_keeps_its_attempts_across_crashed_workers(h: &dyn EngineHarness) {
+    let site = h.engine_site().await;
+    let mut handle = Some(site.engine().await);
+    let job = NewJob::new("fail", json!({}))
+        .ordering_key("account-7")
+        .max_attempts(4);
+    let id = handle
+        .as_ref()
+        .expect("first handle")
+        .enqueue(job)
+        .await
+        .expect("enqueue")
+        .id;
+    for attempt in 1..=2 {
+        let ghost = match handle.take() {
+            Some(first) => first,
+            None => site.engine().await,
+        };
+        let leased = lease_one(&ghost, &format!("ghost-{attempt}")).await;
+        assert_eq!(
+            (leased.id, leased.attempt),
+            (id, attempt),
+            "attempt {attempt}"
+        );
+        let failed = Report {
+            id,
+            attempt,
+            completion: Completion::Retry {
+                at_ms: now_ms() + 100,
+                error: format!("attempt {attempt} failed"),
+            },
+        };
+        let fetch = Fetch {
+            owner: format!("ghost-{attempt}"),
+            queues: vec![],
+            limit: 0,
+        };
+        ghost.exchange(vec![failed], &fetch).await.expect("report");
+        drop(ghost); // the crash: its memory of the retry is gone
+    }
+    let survivor = site.engine().await;
+    let mut worker = run(&survivor, Registry::with_builtins(), test_config());
+    worker
+        .until("the job dead", |seen| dead_error(seen, id).is_some())
+        .await;
+    assert_eq!(attempts(&worker.stop().await, id), [3, 4]);
 }
