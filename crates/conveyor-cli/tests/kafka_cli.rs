@@ -1,5 +1,5 @@
-//! The `conveyor` binary on Kafka: enqueue, a worker process, then `stats` and `dlq list` read
-//! from the broker by other processes; verbs the Kafka engine does not offer yet exit 2 and
+//! The `conveyor` binary on Kafka: enqueue, a worker process, then `stats`, `dlq list`, `dlq
+//! retry` and `dlq purge` from other processes; verbs the Kafka engine does not offer yet exit 2 and
 //! name what is missing. Uses `CONVEYOR_TEST_KAFKA` (set by scripts/test), else starts the
 //! project's broker.
 
@@ -95,7 +95,18 @@ fn stats_and_the_dead_letter_list_come_from_the_broker() {
     let topic = letters[0]["original_topic"].as_str().unwrap_or_default();
     assert!(topic.ends_with("queue.default"), "{letters}");
 
-    let (code, _, stderr) = conveyor(&url, &["job", dead["id"].as_str().unwrap_or_default()]);
+    let id = dead["id"].as_str().unwrap_or_default();
+    let (code, stdout, stderr) = conveyor(&url, &["dlq", "retry", id]);
+    assert_eq!((code, stdout.trim()), (0, id), "{stderr}");
+    let letters = json(&url, &["dlq", "list", "--json"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(0), "{letters}");
+    let (code, _, stderr) = conveyor(&url, &["dlq", "retry", id]);
+    assert_eq!(code, 1, "a job that is no longer dead: {stderr}");
+    assert!(stderr.contains("dead letter not found"), "{stderr}");
+    let purged = json(&url, &["dlq", "purge", "--json"]);
+    assert_eq!(purged["purged"], 0, "{purged}");
+
+    let (code, _, stderr) = conveyor(&url, &["job", id]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("does not offer job status"), "{stderr}");
 }

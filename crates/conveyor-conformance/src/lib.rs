@@ -14,7 +14,7 @@ pub mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use conveyor_core::{Backend, DeadLetterList, Engine, Statistics};
+use conveyor_core::{Backend, DeadLetterList, DeadLetters, Engine, Statistics};
 
 pub use support::*;
 
@@ -32,13 +32,15 @@ pub trait Site: EngineSite {
     async fn open(&self) -> Arc<dyn Backend>;
 }
 
-/// Isolated storage for the observation tests: statistics and the dead-letter list.
+/// Isolated storage for the observation tests: statistics, the dead-letter list and its admin.
 #[async_trait]
 pub trait ObserveSite: EngineSite {
     /// Counts of this storage, read as another process would.
     async fn statistics(&self) -> Arc<dyn Statistics>;
     /// The dead-letter list of this storage, read as another process would.
     async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList>;
+    /// Dead-letter retry and purge on this storage, as another process would.
+    async fn dead_letters(&self) -> Arc<dyn DeadLetters>;
 }
 
 #[async_trait]
@@ -47,6 +49,9 @@ impl<S: Site + ?Sized> ObserveSite for S {
         self.open().await
     }
     async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList> {
+        self.open().await
+    }
+    async fn dead_letters(&self) -> Arc<dyn DeadLetters> {
         self.open().await
     }
 }
@@ -134,7 +139,9 @@ macro_rules! observe_conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             stats_count_each_state_per_queue,
-            dead_letter_list_shows_jobs_newest_first
+            dead_letter_list_shows_jobs_newest_first,
+            a_dead_letter_retried_runs_again_with_fresh_attempts,
+            dead_letters_retried_all_then_purged
         );
     };
 }

@@ -71,21 +71,25 @@ fn partition_key(topic: &str, partition: i32) -> String {
 pub(crate) fn read(config: &KafkaConfig, tp: &Tp, from: i64) -> Result<HashMap<i64, Note>, Error> {
     let scanner = Scanner::new(config, &config.group)?;
     let mut notes = HashMap::new();
+    let topic = config.topics.attempts();
+    let partitions = scanner
+        .topics()?
+        .into_iter()
+        .find(|(name, _)| *name == topic)
+        .map(|(_, partitions)| partitions)
+        .unwrap_or_default();
+    let offsets = scanner.offsets(&[(topic.clone(), partitions)])?;
+    if offsets.iter().all(|p| p.high <= p.low) {
+        return Ok(notes); // no keyed job ever retried here (or retention removed its notes)
+    }
     let Some(written) = scanner.timestamp_at(&tp.0, tp.1, from)? else {
         return Ok(notes);
     };
-    let topic = config.topics.attempts();
     let since = written.saturating_sub(SKEW_MS);
     let mut ranges = Vec::new();
-    for (name, partitions) in scanner.topics()? {
-        if name != topic {
-            continue;
-        }
-        for partition in partitions {
-            let start = scanner.offset_at_time(&topic, partition, since)?;
-            let end = scanner.offsets(&[(topic.clone(), vec![partition])])?[0].high;
-            ranges.push((topic.clone(), partition, start, end));
-        }
+    for p in offsets {
+        let start = scanner.offset_at_time(&topic, p.partition, since)?;
+        ranges.push((topic.clone(), p.partition, start, p.high));
     }
     let key = partition_key(&tp.0, tp.1).into_bytes();
     scanner.read(&ranges, |_, _, _, record| {

@@ -92,6 +92,12 @@ impl KafkaConfig {
         format!("{}.schedule", self.group)
     }
 
+    /// The group whose committed offsets on the dead-letter topic mark where the list starts
+    /// (`dlq purge` moves them; nobody consumes in it): `{group}.dead`.
+    pub fn dead_group(&self) -> String {
+        format!("{}.dead", self.group)
+    }
+
     /// The consumer group that reads the high-priority queue topics: `{group}.high`. They have
     /// a consumer of their own so a backlog of ordinary jobs, already fetched by the client,
     /// never sits ahead of an urgent one.

@@ -19,7 +19,7 @@ use crate::{Envelope, Error, KafkaConfig, Level, Record};
 /// Jobs on a Kafka-protocol broker: enqueue produces, workers consume through a group.
 pub struct KafkaEngine {
     config: KafkaConfig,
-    producer: Arc<Producer>,
+    pub(crate) producer: Arc<Producer>,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
     waker: Arc<Notify>,
     /// Resolves keyed enqueues: which job holds an idempotency key (see src/keys).
@@ -36,6 +36,7 @@ impl KafkaEngine {
         shared.push(layout.status());
         shared.push(layout.scheduled());
         shared.push(layout.attempts());
+        shared.push(layout.dead_retried());
         producer.ensure_topics(&shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
@@ -52,6 +53,7 @@ impl KafkaEngine {
         conveyor_core::Capabilities {
             statistics: Some(self.clone()),
             dead_letter_list: Some(self.clone()),
+            dead_letters: Some(self.clone()),
             ..conveyor_core::Capabilities::default()
         }
     }

@@ -8,7 +8,8 @@
 //!   (`{group}.retry`), counted by their queue header;
 //! - `scheduled`: records of the schedule topic not moved yet by the schedule group
 //!   (`{group}.schedule`) and not due yet, by their queue header;
-//! - `dead`: records of the dead-letter topic, by queue;
+//! - `dead`: records of the dead-letter topic since the purge position not retried since, by
+//!   queue (see dead.rs);
 //! - `completed`: records of the queue's topics the group finished, minus those that went on to
 //!   a retry tier (still pending), to the dead-letter topic, or to the schedule topic (parked
 //!   there until due, still pending).
@@ -44,7 +45,7 @@ impl DeadLetterList for KafkaEngine {
 }
 
 /// rdkafka's metadata and offset calls block: run them off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> conveyor_core::Result<T> {
     tokio::task::spawn_blocking(work)
@@ -66,7 +67,7 @@ fn queue_of_topic(config: &KafkaConfig, topic: &str) -> Option<String> {
 }
 
 /// The queue a retry or dead record belongs to: its queue header, else that of its origin.
-fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
+pub(crate) fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
     let text = |name| record.header(name).and_then(Result::ok);
     text(header::QUEUE)
         .map(str::to_string)
@@ -78,16 +79,12 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
     let scanner = Scanner::new(config, &config.group)?;
     let layout = &config.topics;
     let retry_names = layout.retry_topics();
-    let dead_name = layout.dead();
     let schedule_name = layout.scheduled();
     let (schedule_topics, topics): (Vec<_>, Vec<_>) = scanner
         .topics()?
         .into_iter()
         .filter(|(t, _)| {
-            queue_of_topic(config, t).is_some()
-                || retry_names.contains(t)
-                || *t == dead_name
-                || *t == schedule_name
+            queue_of_topic(config, t).is_some() || retry_names.contains(t) || *t == schedule_name
         })
         .partition(|(t, _)| *t == schedule_name);
     let (retry_topics, topics): (Vec<_>, Vec<_>) = topics
@@ -121,10 +118,11 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
     })?;
     let scheduled = count_scheduled(config, &schedule_topics)?;
     let mut dead: HashMap<String, u64> = HashMap::new();
-    let dead_letters = ranges(&offsets, |p| p.topic == dead_name, |p| p.low);
-    scanner.read(&dead_letters, |_, _, _, record| {
-        *dead.entry(queue_of_record(config, &record)).or_default() += 1;
-    })?;
+    for letter in crate::dead::letters(config, None)? {
+        *dead
+            .entry(queue_of_record(config, &letter.record))
+            .or_default() += 1;
+    }
     let queues = offsets
         .into_iter()
         .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
@@ -246,25 +244,10 @@ fn entry<'a>(
 }
 
 fn list_dead(config: &KafkaConfig, limit: usize) -> Result<Vec<DeadLetter>, Error> {
-    let scanner = Scanner::new(config, &config.group)?;
-    let dead_name = config.topics.dead();
-    let topics: Vec<(String, Vec<i32>)> = scanner
-        .topics()?
+    let mut letters: Vec<(i32, i64, DeadLetter)> = crate::dead::letters(config, Some(limit))?
         .into_iter()
-        .filter(|(t, _)| *t == dead_name)
+        .map(|l| (l.partition, l.offset, dead_letter(config, &l.record)))
         .collect();
-    let offsets = scanner.offsets(&topics)?;
-    // The newest `limit` of each partition hold the newest `limit` overall.
-    let per_partition = i64::try_from(limit).unwrap_or(i64::MAX);
-    let newest = ranges(
-        &offsets,
-        |_| true,
-        |p| p.low.max(p.high.saturating_sub(per_partition)),
-    );
-    let mut letters = Vec::new();
-    scanner.read(&newest, |_, partition, offset, record| {
-        letters.push((partition, offset, dead_letter(config, &record)));
-    })?;
     letters.sort_by(|a, b| {
         let time = |l: &DeadLetter| l.job.errored_at;
         time(&b.2)

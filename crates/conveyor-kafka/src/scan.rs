@@ -1,11 +1,11 @@
 //! Reading offsets and records from outside the workers' group: what statistics and the
-//! dead-letter list are built from. Nothing here joins the group or commits, so inspecting a
-//! queue never disturbs the workers.
+//! dead-letter list are built from. Nothing here joins a group, and only the dead-letter
+//! admin commits (to a group of its own), so inspecting a queue never disturbs the workers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -184,6 +184,19 @@ impl Scanner {
         };
         self.consumer.unassign()?;
         found
+    }
+
+    /// Commits `positions` (topic, partition, offset) for this scanner's group without joining
+    /// it: only for groups nobody consumes in (the dead-letter purge position).
+    pub fn commit(&self, positions: &[(String, i32, i64)]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, offset) in positions {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if list.count() > 0 {
+            self.consumer.commit(&list, CommitMode::Sync)?;
+        }
+        Ok(())
     }
 
     /// Reads every record in `[start, end)` of each range and hands it to `each` with its

@@ -245,7 +245,12 @@ impl Session {
                 self.forward(&pending, report.attempt, Some(*at_ms), error)
                     .await
             }
-            Completion::Dead { error } => self.forward(&pending, report.attempt, None, error).await,
+            Completion::Dead { error } => {
+                // Records of this attempt and earlier ones are done; a `dlq retry` puts the job
+                // back with its attempt count (numbered on), which must run here too.
+                done_below = report.attempt;
+                self.forward(&pending, report.attempt, None, error).await
+            }
         };
         match sent {
             Ok(()) => {

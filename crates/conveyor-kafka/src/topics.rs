@@ -147,6 +147,12 @@ impl TopicLayout {
         format!("{}attempts", self.prefix)
     }
 
+    /// Marks of dead letters put back in their queue: `{prefix}dead.retried` (see
+    /// `src/dead.rs`).
+    pub fn dead_retried(&self) -> String {
+        format!("{}dead.retried", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

@@ -1,7 +1,7 @@
 //! The conformance suite, run against a real broker (tansu, via scripts/dev-broker): the core
-//! engine group and the observation group (statistics from offsets, the dead-letter list). The
-//! other capabilities (status by id, cancel, dead-letter retry, cron) come with the Kafka
-//! engine's part 2; see docs/kafka-engine.md.
+//! engine group and the observation group (statistics from offsets, the dead-letter list with
+//! its retry and purge). The other capabilities (status by id, cancel, cron) come with the
+//! Kafka engine's part 2; see docs/kafka-engine.md.
 
 mod support;
 
@@ -12,7 +12,7 @@ use conveyor_conformance::{
     engine_conformance_tests, observe_conformance_tests, EngineHarness, EngineSite, ObserveHarness,
     ObserveSite,
 };
-use conveyor_core::{DeadLetterList, Engine, Statistics};
+use conveyor_core::{DeadLetterList, DeadLetters, Engine, Statistics};
 use conveyor_kafka::{KafkaConfig, KafkaEngine};
 
 struct KafkaHarness;
@@ -44,6 +44,9 @@ impl ObserveSite for KafkaSite {
         self.connect().await
     }
     async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList> {
+        self.connect().await
+    }
+    async fn dead_letters(&self) -> Arc<dyn DeadLetters> {
         self.connect().await
     }
 }

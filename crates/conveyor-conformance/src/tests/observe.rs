@@ -129,3 +129,73 @@ pub async fn dead_letter_list_shows_jobs_newest_first(h: &dyn ObserveHarness) {
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].job.id, ids[1]);
 }
+
+/// Runs `ids` to death on a worker of its own.
+async fn run_to_death(engine: &std::sync::Arc<dyn conveyor_core::Engine>, ids: &[JobId]) {
+    let mut worker = run(engine, Registry::with_builtins(), test_config());
+    worker
+        .until("the jobs are dead", |seen| dead_of(seen, ids))
+        .await;
+    worker.stop().await;
+}
+
+/// A dead job retried from the dead-letter list leaves the list and the dead count, keeps its
+/// id, runs again with a fresh set of attempts numbered on from its last one, and dies again
+/// (listed once, with its new attempts). Retrying an id that is not dead says so.
+pub async fn a_dead_letter_retried_runs_again_with_fresh_attempts(h: &dyn ObserveHarness) {
+    let site = h.observe_site().await;
+    let engine = site.engine().await;
+    let job = NewJob::new("fail", json!({})).queue("mail").max_attempts(2);
+    let id = engine.enqueue(job).await.expect("enqueue").id;
+    run_to_death(&engine, &[id]).await;
+    let admin = site.dead_letters().await;
+    let retried = admin.retry_dead(id).await.expect("retry dead");
+    assert_eq!(retried.id, id);
+    assert_eq!(
+        (retried.attempt, retried.max_attempts),
+        (2, 4),
+        "a fresh set of attempts, numbered on"
+    );
+    assert!(!retried.state.is_final(), "{retried:?}");
+    assert!(admin.list_dead(10).await.expect("list").is_empty());
+    let mail = |stats: conveyor_core::Stats| stats.queue("mail").map_or(0, |q| q.dead);
+    let stats = site.statistics().await;
+    assert_eq!(mail(stats.stats().await.expect("stats")), 0);
+    assert!(
+        admin.retry_dead(id).await.is_err(),
+        "a job that is not dead cannot be retried"
+    );
+
+    let mut worker = run(&engine, Registry::with_builtins(), test_config());
+    worker
+        .until("the job is dead again", |seen| dead_of(seen, &[id]))
+        .await;
+    let events = worker.stop().await;
+    assert_eq!(crate::attempts(&events, id), [3, 4]);
+    let dead = admin.list_dead(10).await.expect("list");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!((dead[0].job.id, dead[0].job.attempt), (id, 4));
+    assert_eq!(mail(stats.stats().await.expect("stats")), 1);
+}
+
+/// `retry --all` puts every dead job back; once they died again, `purge` empties the list and
+/// the dead count and says how many it removed.
+pub async fn dead_letters_retried_all_then_purged(h: &dyn ObserveHarness) {
+    let site = h.observe_site().await;
+    let engine = site.engine().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let job = NewJob::new("fail", json!({ "n": n })).max_attempts(1);
+        ids.push(engine.enqueue(job).await.expect("enqueue").id);
+    }
+    run_to_death(&engine, &ids).await;
+    let admin = site.dead_letters().await;
+    assert_eq!(admin.retry_all_dead().await.expect("retry all"), 3);
+    assert!(admin.list_dead(10).await.expect("list").is_empty());
+    run_to_death(&engine, &ids).await;
+    assert_eq!(admin.list_dead(10).await.expect("list").len(), 3);
+    assert_eq!(admin.purge_dead().await.expect("purge"), 3);
+    assert!(admin.list_dead(10).await.expect("list").is_empty());
+    let stats = site.statistics().await.stats().await.expect("stats");
+    assert_eq!(stats.queue("default").map_or(0, |q| q.dead), 0, "{stats:?}");
+}
