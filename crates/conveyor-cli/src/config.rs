@@ -26,6 +26,13 @@
 //! [[handlers]]                 # see crate::handlers
 //! kinds = ["face-comparison"]
 //! pool = { command = "php jobs-worker.php", workers = 2, max_memory_mb = 256 }
+//!
+//! [[ingest]]                   # Kafka only: a topic plain producers write to
+//! topic = "scheduler.jobs.ingest"
+//! format = "schedule-request"  # event, schedule-request, auto, conveyor
+//! queue = "default"            # optional
+//! dead_letter_topic = "scheduler.jobs.dlq"  # optional: its records that are not jobs
+//! timezone = "Europe/Berlin"   # optional: zone of times without one (default: local)
 //! ```
 //!
 //! Unknown keys are rejected, and every error names the file.
@@ -61,6 +68,49 @@ pub struct FileConfig {
     /// Kinds served by programs in any language (pools, exec, http).
     #[serde(default)]
     pub handlers: Vec<crate::handlers::HandlerSection>,
+    /// Topics of plain producers that workers read as jobs (Kafka backends only).
+    #[serde(default)]
+    pub ingest: Vec<IngestSection>,
+}
+
+/// One `[[ingest]]` entry: the file form of `conveyor worker --ingest TOPIC=FORMAT`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// The producers' topic, used as it is (no prefix).
+    pub topic: String,
+    /// The shape of its records: `event`, `schedule-request`, `auto` or `conveyor`.
+    pub format: String,
+    /// Queue of its jobs (default `default`).
+    pub queue: Option<String>,
+    /// Where its records that are not jobs go (default: the engine's dead-letter topic).
+    pub dead_letter_topic: Option<String>,
+    /// Zone of times written without one (default: the machine's local zone).
+    pub timezone: Option<String>,
+}
+
+impl IngestSection {
+    /// The entry as the Kafka backend URL's `ingest` option value.
+    pub fn url_value(&self) -> String {
+        format!("{}:{}{}", self.topic, self.format, self.settings())
+    }
+
+    /// The entry as a `--ingest` flag value: `TOPIC=FORMAT` and its settings.
+    pub fn flag_value(&self) -> String {
+        format!("{}={}{}", self.topic, self.format, self.settings())
+    }
+
+    /// `;key=value` for each setting given.
+    fn settings(&self) -> String {
+        [
+            ("queue", &self.queue),
+            ("timezone", &self.timezone),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ]
+        .into_iter()
+        .filter_map(|(key, setting)| setting.as_ref().map(|s| format!(";{key}={s}")))
+        .collect()
+    }
 }
 
 /// `[worker]`.
@@ -110,6 +160,37 @@ pub struct CronSection {
     pub queue: Option<String>,
     /// Payload of the jobs it enqueues (default `{}`).
     pub payload: Option<serde_json::Value>,
+}
+
+/// Each `[[ingest]]` entry as the engine will read it, and no topic twice.
+fn check_ingest(entries: &[IngestSection]) -> Result<(), String> {
+    for (n, entry) in entries.iter().enumerate() {
+        if entries[..n].iter().any(|other| other.topic == entry.topic) {
+            return Err(format!("ingest topic {:?} appears twice", entry.topic));
+        }
+        let bad = |what: &str| format!("ingest topic {:?}: {what}", entry.topic);
+        for (field, value) in [("topic", &entry.topic), ("format", &entry.format)]
+            .into_iter()
+            .chain(entry.queue.iter().map(|q| ("queue", q)))
+            .chain(entry.timezone.iter().map(|t| ("timezone", t)))
+            .chain(
+                entry
+                    .dead_letter_topic
+                    .iter()
+                    .map(|t| ("dead_letter_topic", t)),
+            )
+        {
+            // The entry travels as one backend URL option: these would split it.
+            let colon = value.contains(':') && matches!(field, "topic" | "format");
+            if value.is_empty() || value.contains([';', '&']) || colon {
+                return Err(bad(&format!(
+                    "{field} {value:?} is empty or holds ; & or :"
+                )));
+            }
+        }
+        conveyor::Ingest::parse(&entry.url_value()).map_err(|e| bad(&e.to_string()))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -184,6 +265,7 @@ impl Config {
                 .map_err(|e| invalid(path, format!("cron entry {:?}: {e}", entry.name)))?;
         }
         crate::handlers::check(&file.handlers).map_err(|e| invalid(path, e))?;
+        check_ingest(&file.ingest).map_err(|e| invalid(path, e))?;
         Ok(file)
     }
 
@@ -334,5 +416,68 @@ mod tests {
             assert!(err.starts_with("invalid config: test.toml"), "{err}");
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod ingest_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, Error> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn ingest_entries_parse_into_backend_options() {
+        let file = parse(
+            r#"
+            [[ingest]]
+            topic = "job-events"
+            format = "event"
+            [[ingest]]
+            topic = "scheduler.jobs.ingest"
+            format = "schedule-request"
+            queue = "sms"
+            dead_letter_topic = "scheduler.jobs.dlq"
+            timezone = "+02:00"
+            "#,
+        )
+        .expect("parses");
+        let values: Vec<String> = file.ingest.iter().map(IngestSection::url_value).collect();
+        assert_eq!(
+            values,
+            [
+                "job-events:event",
+                "scheduler.jobs.ingest:schedule-request;queue=sms;timezone=+02:00;dead_letter_topic=scheduler.jobs.dlq"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_ingest_entry_is_an_error_naming_the_file_and_the_topic() {
+        for (entry, says) in [
+            ("topic = \"t\"\nformat = \"xml\"", "xml"),
+            (
+                "topic = \"t\"\nformat = \"event\"\ntimezone = \"Mars/Olympus\"",
+                "Mars/Olympus",
+            ),
+            (
+                "topic = \"t\"\nformat = \"event\"\ncolour = \"blue\"",
+                "colour",
+            ),
+            ("topic = \"t;x\"\nformat = \"event\"", "holds ;"),
+            ("format = \"event\"", "topic"),
+        ] {
+            let err = parse(&format!("[[ingest]]\n{entry}"))
+                .expect_err(entry)
+                .to_string();
+            assert!(
+                err.contains("test.toml") && err.contains(says),
+                "{entry}: {err}"
+            );
+        }
+        let twice = "[[ingest]]\ntopic = \"t\"\nformat = \"event\"\n".repeat(2);
+        let err = parse(&twice).expect_err("twice").to_string();
+        assert!(err.contains("appears twice"), "{err}");
     }
 }

@@ -47,7 +47,9 @@ fn seed_000_loop_serves_face_comparison(url: &str) {
             .as_array()
             .and_then(|q| q.iter().find(|q| q["queue"] == "face-comparison").cloned())
             .unwrap_or_default();
-        if queue["completed"] == 1 && letters.as_array().is_some_and(|l| l.len() == 1) {
+        // Stats and the list are read one after the other: wait until both saw the death.
+        let settled = queue["completed"] == 1 && queue["dead"] == 1;
+        if settled && letters.as_array().is_some_and(|l| l.len() == 1) {
             break (queue, letters);
         }
         assert!(

@@ -9,14 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dev_broker;
-
-fn broker() -> String {
-    if let Ok(address) = std::env::var("CONVEYOR_TEST_KAFKA") {
-        return address;
-    }
-    dev_broker(&["start", "--memory"], None)
-}
+use support::shared_broker as broker;
 
 fn conveyor(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_conveyor"))

@@ -270,3 +270,70 @@ fn schedule_requests_run_once_at_their_time_across_racing_producers_and_a_worker
         );
     }
 }
+
+/// An `[[ingest]]` entry of `conveyor.toml` with its queue, zone and dead-letter topic: a
+/// request whose `scheduledTime` has no zone is read in the entry's zone (`+05:00`: five hours
+/// ahead of this machine's UTC, so a worker reading it as local time would wait five hours),
+/// runs in the entry's queue, and a record that is not a request lands in the entry's
+/// dead-letter topic with the seed's headers.
+#[test]
+fn an_ingest_entry_in_the_file_sets_its_queue_zone_and_dead_letter_topic() {
+    let address = support::shared_broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let prefix = format!("file{}.", &tag[24..]);
+    let (topic, dlq) = (format!("{prefix}orders.in"), format!("{prefix}orders.dlq"));
+    let config = dir.path().join("conveyor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "backend = \"kafka://{address}?prefix={prefix}&partitions=1&session_timeout=6s\"\n\
+             [[ingest]]\ntopic = \"{topic}\"\nformat = \"schedule-request\"\nqueue = \"sms\"\n\
+             dead_letter_topic = \"{dlq}\"\ntimezone = \"+05:00\"\n"
+        ),
+    )
+    .expect("write conveyor.toml");
+    let log = dir.path().join("worker.log");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .arg("--config")
+        .arg(&config)
+        .args(["worker", "--queues", "sms"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn conveyor worker");
+
+    let due = Utc::now() + chrono::Duration::seconds(4);
+    let there = due + chrono::Duration::hours(5);
+    let at = there.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+    let plain: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("plain producer");
+    let values = [
+        request("zone-1", None, &at, json!({"plain": 1})),
+        "not json {".to_string(),
+    ];
+    send_all(&plain, &topic, &values);
+    let logs = [log.clone()];
+    let seen = wait_for_requests(&logs, 1, Duration::from_secs(60));
+    let letters = read_topic(&address, &dlq, 1);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the request ran once: {seen:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(seen[0].0 >= due, "ran at {} before {due}", seen[0].0);
+    assert_eq!(
+        letters.len(),
+        1,
+        "the garbage is in the entry's dead-letter topic"
+    );
+    assert_eq!(letters[0].0, b"not json {");
+    assert_eq!(letters[0].1.get("original-topic"), Some(&topic));
+}

@@ -77,6 +77,55 @@ pub struct Ingest {
     pub topic: String,
     /// How its records become jobs.
     pub decoder: crate::IngestDecoder,
+    /// Where its records that are not jobs go (the producers' own dead-letter topic, as seed
+    /// 003's `scheduler.jobs.dlq`); `None`: the engine's `{prefix}dead`.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Ingest {
+    /// Parses an ingest entry as the `ingest` URL option writes it:
+    /// `TOPIC:FORMAT[;queue=Q][;timezone=ZONE][;dead_letter_topic=T]`.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let mut parts = value.split(';');
+        let head = parts.next().unwrap_or_default();
+        let (topic, format) = head
+            .rsplit_once(':')
+            .filter(|(t, f)| !t.is_empty() && !f.is_empty())
+            .ok_or_else(|| {
+                Error::invalid("ingest", format!("must be TOPIC:FORMAT, not {head:?}"))
+            })?;
+        let mut decoder = crate::IngestDecoder::new(format.parse()?, conveyor_core::DEFAULT_QUEUE);
+        let mut dead_letter_topic = None;
+        for part in parts {
+            let (key, setting) = part.split_once('=').unwrap_or((part, ""));
+            if setting.is_empty() {
+                return Err(Error::invalid(
+                    "ingest",
+                    format!("{key:?} of ingest topic {topic:?} has no value"),
+                ));
+            }
+            match key {
+                "queue" => {
+                    conveyor_core::check_name("queue", setting)
+                        .map_err(|e| Error::invalid("ingest", format!("topic {topic:?}: {e}")))?;
+                    decoder.queue = setting.to_string();
+                }
+                "timezone" => decoder.zone = setting.parse()?,
+                "dead_letter_topic" => dead_letter_topic = Some(setting.to_string()),
+                _ => {
+                    return Err(Error::invalid(
+                        "ingest",
+                        format!("unknown setting {key:?} of ingest topic {topic:?} (known: queue, timezone, dead_letter_topic)"),
+                    ))
+                }
+            }
+        }
+        Ok(Ingest {
+            topic: topic.to_string(),
+            decoder,
+            dead_letter_topic,
+        })
+    }
 }
 
 impl KafkaConfig {
@@ -160,12 +209,8 @@ impl KafkaConfig {
             match key {
                 "prefix" => config.topics.prefix = value.to_string(),
                 "ingest" => {
-                    let (topic, format) = value
-                        .rsplit_once(':')
-                        .ok_or_else(|| bad(format!("ingest must be TOPIC:FORMAT, not {value:?}")))?;
-                    let format = format.parse().map_err(|e: Error| bad(e.to_string()))?;
-                    let decoder = crate::IngestDecoder::new(format, conveyor_core::DEFAULT_QUEUE);
-                    config.ingest.push(Ingest { topic: topic.to_string(), decoder });
+                    let entry = Ingest::parse(value).map_err(|e| bad(e.to_string()))?;
+                    config.ingest.push(entry);
                 }
                 "group" if !value.is_empty() => config.group = value.to_string(),
                 "partitions" => config.partitions = number(value)?,
@@ -207,6 +252,39 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ingest_entry_names_its_queue_zone_and_dead_letter_topic() {
+        let entry = Ingest::parse(
+            "scheduler.jobs.ingest:schedule-request;queue=sms;timezone=Europe/Berlin;dead_letter_topic=scheduler.jobs.dlq",
+        )
+        .expect("entry");
+        assert_eq!(entry.topic, "scheduler.jobs.ingest");
+        assert_eq!(entry.decoder.queue, "sms");
+        assert_eq!(entry.decoder.zone, "Europe/Berlin".parse().expect("zone"));
+        assert_eq!(
+            entry.dead_letter_topic.as_deref(),
+            Some("scheduler.jobs.dlq")
+        );
+        let plain = Ingest::parse("job-events:event").expect("entry");
+        assert_eq!(plain.decoder.queue, conveyor_core::DEFAULT_QUEUE);
+        assert_eq!(plain.dead_letter_topic, None);
+    }
+
+    #[test]
+    fn a_bad_ingest_entry_is_refused_naming_what_is_wrong() {
+        for (value, says) in [
+            ("job-events", "TOPIC:FORMAT"),
+            ("job-events:xml", "xml"),
+            ("job-events:event;colour=blue", "unknown setting \"colour\""),
+            ("job-events:event;timezone=Mars/Olympus", "Mars/Olympus"),
+            ("job-events:event;queue=", "has no value"),
+            ("job-events:event;queue=a b", "queue"),
+        ] {
+            let err = Ingest::parse(value).expect_err(value).to_string();
+            assert!(err.contains(says), "{value}: {err}");
+        }
+    }
 
     #[test]
     fn parses_hosts_and_options() {

@@ -226,6 +226,7 @@ fn intake_config() -> KafkaConfig {
             queue: "ingested".into(),
             zone: zone.parse().expect("zone"),
         },
+        dead_letter_topic: None,
     };
     config.ingest = vec![
         ingest("seed.events", Format::Event, "UTC"),

@@ -169,7 +169,14 @@ impl KafkaEngine {
             .filter(|i| serves(&i.decoder.queue))
             .map(|i| i.topic.clone())
             .collect();
+        let dead_letters: Vec<String> = self
+            .config
+            .ingest
+            .iter()
+            .filter_map(|i| i.dead_letter_topic.clone())
+            .collect();
         self.producer.ensure_topics(&ingest).await?;
+        self.producer.ensure_topics(&dead_letters).await?;
         fresh.extend(ingest);
         let subscription = Subscription {
             fresh,

@@ -586,10 +586,12 @@ async fn seed_shapes_from_plain_producers_run_as_jobs() {
         Ingest {
             topic: events.clone(),
             decoder: IngestDecoder::new(Format::Event, "default"),
+            dead_letter_topic: None,
         },
         Ingest {
             topic: requests.clone(),
             decoder: IngestDecoder::new(Format::ScheduleRequest, "default"),
+            dead_letter_topic: None,
         },
     ];
     let engine: Arc<dyn Engine> =
@@ -686,6 +688,7 @@ async fn a_job_id_read_twice_runs_once_and_the_commit_reaches_the_log_end() {
         .map(|topic| Ingest {
             topic: topic.clone(),
             decoder: IngestDecoder::new(Format::Event, "default"),
+            dead_letter_topic: None,
         })
         .collect();
     Producer::new(&config)
@@ -784,6 +787,7 @@ async fn workers_run_only_their_own_queues_jobs_retries_and_ingest_included() {
     config.ingest = vec![Ingest {
         topic: events.clone(),
         decoder: IngestDecoder::new(Format::Event, "sms"),
+        dead_letter_topic: None,
     }];
     let connect = || async {
         let engine = KafkaEngine::connect(config.clone()).await.expect("connect");

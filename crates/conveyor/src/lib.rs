@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use conveyor_core::*;
-pub use conveyor_kafka::{KafkaConfig, KafkaEngine};
+pub use conveyor_kafka::{Ingest, KafkaConfig, KafkaEngine};
 pub use conveyor_sqlite::{SqliteConfig, SqliteEngine, Synchronous};
 
 /// The default backend URL: a `conveyor.db` file in the current folder.

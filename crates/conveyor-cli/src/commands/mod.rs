@@ -13,7 +13,7 @@ use std::pin::Pin;
 use conveyor::Conveyor;
 
 use crate::cli::{Cli, Command, WorkerFlags};
-use crate::config::Config;
+use crate::config::{Config, IngestSection};
 use crate::failure::Interrupted;
 
 /// What every verb needs: the backend URL and the configuration file.
@@ -46,12 +46,21 @@ impl Context {
         Ok(Conveyor::connect(&self.backend_url).await?)
     }
 
-    /// Opens the backend for a worker: on Kafka with its ingest topics and the Go worker
-    /// server's variables (`KAFKA_JOB_TOPIC`, `KAFKA_JOB_CONSUMER_GROUP`).
+    /// Opens the backend for a worker: on Kafka with its ingest topics (the file's
+    /// `[[ingest]]` entries, then `--ingest`) and the Go worker server's variables
+    /// (`KAFKA_JOB_TOPIC`, `KAFKA_JOB_CONSUMER_GROUP`).
     pub async fn open_worker(&self, flags: &WorkerFlags) -> anyhow::Result<Conveyor> {
+        let mut ingest: Vec<String> = self
+            .config
+            .file
+            .ingest
+            .iter()
+            .map(IngestSection::flag_value)
+            .collect();
+        ingest.extend(flags.ingest.iter().cloned());
         let url = worker_url(
             &self.backend_url,
-            &flags.ingest,
+            &ingest,
             std::env::var("KAFKA_JOB_TOPIC").ok(),
             std::env::var("KAFKA_JOB_CONSUMER_GROUP").ok(),
         )?;

@@ -32,6 +32,16 @@ pub fn dev_broker(args: &[&str], state_dir: Option<&Path>) -> String {
         .to_string()
 }
 
+/// The broker the Kafka tests share: `CONVEYOR_TEST_KAFKA` (set by scripts/test), else the
+/// project's memory broker, started if needed.
+#[allow(dead_code)]
+pub fn shared_broker() -> String {
+    if let Ok(address) = std::env::var("CONVEYOR_TEST_KAFKA") {
+        return address;
+    }
+    dev_broker(&["start", "--memory"], None)
+}
+
 /// How many jobs each fleet worker runs at once.
 #[allow(dead_code)]
 pub const FLEET_CONCURRENCY: usize = 32;

@@ -48,7 +48,14 @@ pub(super) async fn dead_letter_poison(
     letter: &Record,
     err: &Error,
 ) {
-    let dead = shared.config.topics.dead();
+    // A record of an ingest topic goes to its entry's dead-letter topic when it names one.
+    let dead = shared
+        .config
+        .ingest
+        .iter()
+        .find(|i| *i.topic == *tp.0)
+        .and_then(|i| i.dead_letter_topic.clone())
+        .unwrap_or_else(|| shared.config.topics.dead());
     let mut delay = Duration::from_millis(100);
     loop {
         match shared.producer.send(&dead, letter).await {
