@@ -66,11 +66,16 @@ fn partition_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
-/// The latest note of each record of `tp` from offset `from` on, by offset; empty when the
-/// partition has no record there.
-pub(crate) fn read(config: &KafkaConfig, tp: &Tp, from: i64) -> Result<HashMap<i64, Note>, Error> {
-    let scanner = Scanner::new(config, &config.group)?;
-    let mut notes = HashMap::new();
+/// The latest note of each record of the `wanted` partitions from their offset on (a
+/// partition and the first offset that matters), by partition and offset. One read of the
+/// attempts topic serves them all, from the oldest of their records less the clock skew; none
+/// when the attempts topic is empty.
+pub(crate) fn read(
+    scanner: &Scanner,
+    config: &KafkaConfig,
+    wanted: &[(Tp, i64)],
+) -> Result<HashMap<Tp, HashMap<i64, Note>>, Error> {
+    let mut by_tp: HashMap<Tp, HashMap<i64, Note>> = HashMap::new();
     let topic = config.topics.attempts();
     let partitions = scanner
         .topics()?
@@ -80,25 +85,35 @@ pub(crate) fn read(config: &KafkaConfig, tp: &Tp, from: i64) -> Result<HashMap<i
         .unwrap_or_default();
     let offsets = scanner.offsets(&[(topic.clone(), partitions)])?;
     if offsets.iter().all(|p| p.high <= p.low) {
-        return Ok(notes); // no keyed job ever retried here (or retention removed its notes)
+        return Ok(by_tp); // no keyed job ever retried here (or retention removed its notes)
     }
-    let Some(written) = scanner.timestamp_at(&tp.0, tp.1, from)? else {
-        return Ok(notes);
+    let mut oldest: Option<i64> = None;
+    for (tp, from) in wanted {
+        if let Some(written) = scanner.timestamp_at(&tp.0, tp.1, *from)? {
+            oldest = Some(oldest.map_or(written, |o| o.min(written)));
+        }
+    }
+    let Some(oldest) = oldest else {
+        return Ok(by_tp); // none of them has a record to run
     };
-    let since = written.saturating_sub(SKEW_MS);
+    let since = oldest.saturating_sub(SKEW_MS);
     let mut ranges = Vec::new();
     for p in offsets {
         let start = scanner.offset_at_time(&topic, p.partition, since)?;
         ranges.push((topic.clone(), p.partition, start, p.high));
     }
-    let key = partition_key(&tp.0, tp.1).into_bytes();
+    let from_of: HashMap<Vec<u8>, (&Tp, i64)> = wanted
+        .iter()
+        .map(|(tp, from)| (partition_key(&tp.0, tp.1).into_bytes(), (tp, *from)))
+        .collect();
     scanner.read(&ranges, |_, _, _, record| {
-        if record.key.as_deref() != Some(key.as_slice()) {
-            return;
-        }
-        let Some(note) = Note::of(&record).filter(|n| n.offset >= from) else {
+        let Some((tp, from)) = record.key.as_deref().and_then(|k| from_of.get(k)) else {
             return;
         };
+        let Some(note) = Note::of(&record).filter(|n| n.offset >= *from) else {
+            return;
+        };
+        let notes = by_tp.entry((*tp).clone()).or_default();
         let later = notes
             .get(&note.offset)
             .is_none_or(|kept: &Note| kept.attempt < note.attempt);
@@ -106,7 +121,7 @@ pub(crate) fn read(config: &KafkaConfig, tp: &Tp, from: i64) -> Result<HashMap<i
             notes.insert(note.offset, note);
         }
     })?;
-    Ok(notes)
+    Ok(by_tp)
 }
 
 #[cfg(test)]

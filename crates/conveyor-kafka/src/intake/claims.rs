@@ -14,8 +14,10 @@ use crate::scan::Scanner;
 use crate::state::Tp;
 use crate::Error;
 
-/// How long a failed rebuild waits before it tries again.
+/// How long a failed rebuild waits before it tries again; the pause doubles up to
+/// [`MAX_PAUSE`], so a struggling broker is not met with a storm of new connections.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// Rebuilds `tp`'s index from the records before `end` (the committed position the lane
 /// reads from; `None`: not known, looked up here), then
@@ -24,7 +26,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(super) fn rebuild(shared: Arc<Shared>, tp: Tp, generation: u64, end: Option<i64>) {
     let spawned = std::thread::Builder::new()
         .name("conveyor-keys".into())
-        .spawn(move || loop {
+        .spawn(move || {
+          let mut pause = RETRY_AFTER;
+          loop {
             if !shared.state().wants_keys(&tp, generation) {
                 return;
             }
@@ -35,9 +39,11 @@ pub(super) fn rebuild(shared: Arc<Shared>, tp: Tp, generation: u64, end: Option<
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, topic = %tp.0, partition = tp.1, "cannot read the idempotency keys of a schedule partition yet: its jobs wait; trying again");
-                    std::thread::sleep(RETRY_AFTER);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
+          }
         });
     if let Err(err) = spawned {
         tracing::error!(error = %err, "cannot start the thread that reads idempotency keys");

@@ -146,17 +146,25 @@ impl ConsumerContext for LaneContext {
             for (tp, position) in &positions {
                 state.start_at(tp, *position);
             }
+            let mut wants_notes = Vec::new();
             for tp in assigned {
                 let position = positions.iter().find(|(p, _)| *p == tp).map(|(_, at)| *at);
-                if self.lane == Lane::Schedule {
-                    let generation = state.rebuild_keys(&tp);
-                    claims::rebuild(self.shared.clone(), tp, generation, position);
-                } else {
-                    // Without a committed position the lane reads from the log start.
-                    let generation = state.load_notes(&tp);
-                    notes::load(self.shared.clone(), tp, generation, position.unwrap_or(0));
+                match self.lane {
+                    Lane::Schedule => {
+                        let generation = state.rebuild_keys(&tp);
+                        claims::rebuild(self.shared.clone(), tp, generation, position);
+                    }
+                    // Keyed jobs retry in place, never through a retry tier: only queue and
+                    // ingest topics can hold a record with attempt notes.
+                    Lane::Retry => {}
+                    Lane::Fresh | Lane::Urgent => {
+                        let generation = state.load_notes(&tp);
+                        // Without a committed position the lane reads from the log start.
+                        wants_notes.push((tp, generation, position.unwrap_or(0)));
+                    }
                 }
             }
+            notes::load(self.shared.clone(), wants_notes);
         }
     }
 }
