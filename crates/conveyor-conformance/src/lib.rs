@@ -14,7 +14,7 @@ pub mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use conveyor_core::{Backend, DeadLetterList, DeadLetters, Engine, Statistics};
+use conveyor_core::{Backend, DeadLetterList, DeadLetters, Engine, Schedules, Statistics};
 
 pub use support::*;
 
@@ -32,7 +32,8 @@ pub trait Site: EngineSite {
     async fn open(&self) -> Arc<dyn Backend>;
 }
 
-/// Isolated storage for the observation tests: statistics, the dead-letter list and its admin.
+/// Isolated storage for the observation and admin tests: statistics, the dead-letter list and
+/// its retry and purge, cron entries.
 #[async_trait]
 pub trait ObserveSite: EngineSite {
     /// Counts of this storage, read as another process would.
@@ -41,6 +42,8 @@ pub trait ObserveSite: EngineSite {
     async fn dead_letter_list(&self) -> Arc<dyn DeadLetterList>;
     /// Dead-letter retry and purge on this storage, as another process would.
     async fn dead_letters(&self) -> Arc<dyn DeadLetters>;
+    /// Cron entries of this storage, as another process would.
+    async fn schedules(&self) -> Arc<dyn Schedules>;
 }
 
 #[async_trait]
@@ -53,6 +56,9 @@ impl<S: Site + ?Sized> ObserveSite for S {
     }
     async fn dead_letters(&self) -> Arc<dyn DeadLetters> {
         self.open().await
+    }
+    async fn schedules(&self) -> Arc<dyn Schedules> {
+        self.open().await.as_schedules()
     }
 }
 
@@ -141,7 +147,8 @@ macro_rules! observe_conformance_tests {
             stats_count_each_state_per_queue,
             dead_letter_list_shows_jobs_newest_first,
             a_dead_letter_retried_runs_again_with_fresh_attempts,
-            dead_letters_retried_all_then_purged
+            dead_letters_retried_all_then_purged,
+            cron_fires_each_tick_once_across_handles
         );
     };
 }
@@ -163,7 +170,6 @@ macro_rules! backend_conformance_tests {
             stats_are_true_and_purge_removes,
             graceful_shutdown_fetches_nothing_new,
             progress_is_visible_in_status,
-            cron_fires_each_tick_once_across_handles,
             cleanup_removes_old_finished_jobs,
             cancel_survives_a_released_lease,
             cancel_survives_a_rescued_lease,

@@ -24,10 +24,12 @@ pub struct KafkaEngine {
     waker: Arc<Notify>,
     /// Resolves keyed enqueues: which job holds an idempotency key (see src/keys).
     ledger: Ledger,
+    /// This handle's copy of the cron entries (see src/cron.rs).
+    pub(crate) cron: Arc<std::sync::Mutex<crate::cron::CronBook>>,
 }
 
 impl KafkaEngine {
-    /// Connects and creates the shared topics (retry tiers, dead letters, status, schedule, attempt notes) if missing.
+    /// Connects and creates the shared topics (retry tiers, dead letters and their retry marks, status, schedule, attempt notes, cron) if missing.
     pub async fn connect(config: KafkaConfig) -> Result<Self, Error> {
         let producer = Arc::new(Producer::new(&config)?);
         let layout = &config.topics;
@@ -37,9 +39,11 @@ impl KafkaEngine {
         shared.push(layout.scheduled());
         shared.push(layout.attempts());
         shared.push(layout.dead_retried());
+        shared.push(layout.cron());
         producer.ensure_topics(&shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
+            cron: crate::cron::book(),
             config,
             producer,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -54,6 +58,7 @@ impl KafkaEngine {
             statistics: Some(self.clone()),
             dead_letter_list: Some(self.clone()),
             dead_letters: Some(self.clone()),
+            schedules: Some(self.clone()),
             ..conveyor_core::Capabilities::default()
         }
     }

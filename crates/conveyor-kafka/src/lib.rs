@@ -6,6 +6,7 @@
 
 mod attempts;
 mod config;
+mod cron;
 mod dead;
 #[cfg(test)]
 mod decode_props;

@@ -153,6 +153,11 @@ impl TopicLayout {
         format!("{}dead.retried", self.prefix)
     }
 
+    /// Cron entries, one record per change, keyed by name: `{prefix}cron` (see `src/cron.rs`).
+    pub fn cron(&self) -> String {
+        format!("{}cron", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

@@ -1,7 +1,7 @@
 //! The conformance suite, run against a real broker (tansu, via scripts/dev-broker): the core
 //! engine group and the observation group (statistics from offsets, the dead-letter list with
-//! its retry and purge). The other capabilities (status by id, cancel, cron) come with the
-//! Kafka engine's part 2; see docs/kafka-engine.md.
+//! its retry and purge, cron). The other capabilities (status by id, cancel, queue purge) come
+//! with the Kafka engine's part 2; see docs/kafka-engine.md.
 
 mod support;
 
@@ -12,7 +12,7 @@ use conveyor_conformance::{
     engine_conformance_tests, observe_conformance_tests, EngineHarness, EngineSite, ObserveHarness,
     ObserveSite,
 };
-use conveyor_core::{DeadLetterList, DeadLetters, Engine, Statistics};
+use conveyor_core::{DeadLetterList, DeadLetters, Engine, Schedules, Statistics};
 use conveyor_kafka::{KafkaConfig, KafkaEngine};
 
 struct KafkaHarness;
@@ -47,6 +47,9 @@ impl ObserveSite for KafkaSite {
         self.connect().await
     }
     async fn dead_letters(&self) -> Arc<dyn DeadLetters> {
+        self.connect().await
+    }
+    async fn schedules(&self) -> Arc<dyn Schedules> {
         self.connect().await
     }
 }

@@ -199,3 +199,71 @@ pub async fn dead_letters_retried_all_then_purged(h: &dyn ObserveHarness) {
     let stats = site.statistics().await.stats().await.expect("stats");
     assert_eq!(stats.queue("default").map_or(0, |q| q.dead), 0, "{stats:?}");
 }
+
+/// Several handles firing the same cron entry at the same tick enqueue one job per tick, with
+/// the entry's kind and payload; re-saving the entry keeps its next tick; a bad expression is
+/// refused naming the field; removing it twice says it was gone.
+pub async fn cron_fires_each_tick_once_across_handles(h: &dyn ObserveHarness) {
+    use conveyor_core::{CronEntry, Error};
+    let site = h.observe_site().await;
+    let (a, b) = (site.schedules().await, site.schedules().await);
+    let every_second = || {
+        CronEntry::new(
+            "every-second",
+            "* * * * * *",
+            "tick",
+            json!({"from": "cron"}),
+        )
+    };
+    let entry = a.upsert_cron(every_second()).await.expect("upsert");
+    let first = entry.next_run_at.expect("next tick");
+    // Saving the same entry again (as `serve` does at every start) keeps its next tick.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = a.upsert_cron(every_second()).await.expect("upsert again");
+    assert_eq!(
+        again.next_run_at,
+        Some(first),
+        "re-saving moved the next tick"
+    );
+    assert!(matches!(
+        a.upsert_cron(CronEntry::new("bad", "every day", "noop", json!({})))
+            .await,
+        Err(Error::InvalidInput { field: "cron", .. })
+    ));
+    let mut fired = Vec::new();
+    for tick in [first, first + chrono::Duration::seconds(1)] {
+        let (x, y) = tokio::join!(a.fire_due_cron(tick), b.fire_due_cron(tick));
+        let (x, y) = (x.expect("fire a"), y.expect("fire b"));
+        assert_eq!(
+            x.len() + y.len(),
+            1,
+            "tick {tick} fired {} times",
+            x.len() + y.len()
+        );
+        fired.extend(x.into_iter().chain(y));
+    }
+    let listed = b.list_cron().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].next_run_at.expect("next") > first + chrono::Duration::seconds(1));
+    assert_eq!(
+        listed[0].last_run_at.map(|t| t.timestamp()),
+        Some(first.timestamp() + 1)
+    );
+    let payloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    let log = payloads.clone();
+    registry.register(crate::tests::recorder("tick", log, |ctx| {
+        ctx.job().payload.clone()
+    }));
+    let mut worker = run(&site.engine().await, registry, test_config());
+    worker.until_completed(&fired).await;
+    worker.stop().await;
+    let payloads = payloads.lock().expect("lock").clone();
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert!(
+        payloads.iter().all(|p| p == r#"{"from":"cron"}"#),
+        "{payloads:?}"
+    );
+    assert!(a.remove_cron("every-second").await.expect("remove"));
+    assert!(!b.remove_cron("every-second").await.expect("remove again"));
+}

@@ -1,10 +1,10 @@
-//! Delayed jobs, cancellation and cron (§4.4).
+//! Delayed jobs and cancellation (§4.4); cron is in observe.rs, where Kafka runs it too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_core::{handler_fn, CronEntry, Error, JobState, NewJob, Outcome, Registry};
+use conveyor_core::{handler_fn, Error, JobState, NewJob, Outcome, Registry};
 use serde_json::json;
 
 use crate::{start, test_config, wait_for_state, Harness};
@@ -91,69 +91,6 @@ pub async fn cancel_while_running(h: &dyn Harness) {
     let info = wait_for_state(&backend, id, JobState::Cancelled).await;
     assert!(info.finished_at.is_some());
     worker.stop().await;
-}
-
-/// Several handles firing the same cron entry at the same tick enqueue one job per tick.
-pub async fn cron_fires_each_tick_once_across_handles(h: &dyn Harness) {
-    let site = h.site().await;
-    let (a, b) = (site.open().await, site.open().await);
-    let entry = a
-        .upsert_cron(CronEntry::new(
-            "every-second",
-            "* * * * * *",
-            "noop",
-            json!({"from": "cron"}),
-        ))
-        .await
-        .expect("upsert");
-    let first = entry.next_run_at.expect("next tick");
-    // Saving the same entry again (as `serve` does at every start) keeps its next tick.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let again = a
-        .upsert_cron(CronEntry::new(
-            "every-second",
-            "* * * * * *",
-            "noop",
-            json!({"from": "cron"}),
-        ))
-        .await
-        .expect("upsert again");
-    assert_eq!(
-        again.next_run_at,
-        Some(first),
-        "re-saving moved the next tick"
-    );
-    assert!(matches!(
-        a.upsert_cron(CronEntry::new("bad", "every day", "noop", json!({})))
-            .await,
-        Err(Error::InvalidInput { field: "cron", .. })
-    ));
-    let mut fired = Vec::new();
-    for tick in [first, first + chrono::Duration::seconds(1)] {
-        let (x, y) = tokio::join!(a.fire_due_cron(tick), b.fire_due_cron(tick));
-        let (x, y) = (x.expect("fire a"), y.expect("fire b"));
-        assert_eq!(
-            x.len() + y.len(),
-            1,
-            "tick {tick} fired {} times",
-            x.len() + y.len()
-        );
-        fired.extend(x.into_iter().chain(y));
-    }
-    let listed = b.list_cron().await.expect("list");
-    assert_eq!(listed.len(), 1);
-    assert!(listed[0].next_run_at.expect("next") > first + chrono::Duration::seconds(1));
-    assert_eq!(
-        listed[0].last_run_at.map(|t| t.timestamp()),
-        Some(first.timestamp() + 1)
-    );
-    for id in &fired {
-        let job = a.job(*id).await.expect("lookup").expect("job exists");
-        assert_eq!(job.kind, "noop");
-        assert_eq!(job.payload, json!({"from": "cron"}));
-    }
-    assert!(a.remove_cron("every-second").await.expect("remove"));
-    assert!(!a.remove_cron("every-second").await.expect("remove again"));
 }
 
 /// A handler's progress is stored and visible in the job's status.
