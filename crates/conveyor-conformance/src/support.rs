@@ -43,7 +43,18 @@ pub struct Running {
 impl Running {
     /// Collects events until `done` holds for all seen so far; panics after [`WAIT`].
     pub async fn until(&mut self, what: &str, done: impl Fn(&[JobEvent]) -> bool) -> &[JobEvent] {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.until_within(WAIT, what, done).await
+    }
+
+    /// Like [`Running::until`], waiting at most `limit` (for waits that include a handover
+    /// after a crashed handle: a group session timeout and a rebalance on Kafka).
+    pub async fn until_within(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[JobEvent]) -> bool,
+    ) -> &[JobEvent] {
+        let deadline = tokio::time::Instant::now() + limit;
         while !done(&self.seen) {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Ok(event)) => self.seen.push(event),

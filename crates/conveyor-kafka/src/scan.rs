@@ -177,7 +177,15 @@ impl Scanner {
             let Some(message) = self.consumer.poll(Duration::from_millis(200)) else {
                 continue;
             };
-            let message = message?;
+            // A fetch error right after the assignment (a leader not known yet) passes: the
+            // client fetches again until the deadline.
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::debug!(error = %err, topic, partition, "fetching one record failed; trying again");
+                    continue;
+                }
+            };
             if message.topic() == topic && message.partition() == partition {
                 break Ok(message.timestamp().to_millis());
             }

@@ -77,10 +77,20 @@ impl Fleet {
     /// A worker with extra arguments (`--queues`) and log filter (`info,conveyor=debug` logs
     /// every job's start and end).
     pub fn spawn_worker_with(&mut self, url: &str, log: &Path, args: &[&str], rust_log: &str) {
+        self.spawn("worker", url, log, args, rust_log);
+    }
+
+    /// A `conveyor serve` (workers and the cron scheduler) on `url`, logging every job's start
+    /// into `log`.
+    pub fn spawn_serve(&mut self, url: &str, log: &Path) {
+        self.spawn("serve", url, log, &[], "info,conveyor::commands=debug");
+    }
+
+    fn spawn(&mut self, verb: &str, url: &str, log: &Path, args: &[&str], rust_log: &str) {
         let log = std::fs::File::create(log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
             .args([
-                "worker",
+                verb,
                 "--backend",
                 url,
                 "--concurrency",

@@ -17,7 +17,7 @@ use crate::Error;
 
 /// The first pause after a failed read; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(10);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Reads the notes of each partition (with its read number and the position its lane reads
 /// from) and hands them over. Tries again until it succeeds or none of the partitions still

@@ -10,7 +10,7 @@ use conveyor_core::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{attempts, dead_error, lease_one, run, test_config, EngineHarness};
+use crate::{attempts, dead_error, lease_one, run, test_config, EngineHarness, WAIT};
 
 #[derive(Deserialize)]
 struct Step {
@@ -257,8 +257,11 @@ pub async fn a_keyed_retry_keeps_its_attempts_across_crashed_workers(h: &dyn Eng
     }
     let survivor = site.engine().await;
     let mut worker = run(&survivor, Registry::with_builtins(), test_config());
+    // The survivor gets the job once the group gave up on the dead handle (its session).
     worker
-        .until("the job dead", |seen| dead_error(seen, id).is_some())
+        .until_within(2 * WAIT, "the job dead", |seen| {
+            dead_error(seen, id).is_some()
+        })
         .await;
     assert_eq!(attempts(&worker.stop().await, id), [3, 4]);
 }
