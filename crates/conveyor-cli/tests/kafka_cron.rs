@@ -35,6 +35,14 @@ fn echoed(logs: &[PathBuf]) -> (HashMap<String, usize>, Vec<chrono::DateTime<chr
     (runs, times)
 }
 
+/// Waits until `done` holds or `limit` passed.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn each_cron_tick_runs_once_across_two_serve_processes_and_a_kill() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -69,16 +77,22 @@ fn each_cron_tick_runs_once_across_two_serve_processes_and_a_kill() {
         .collect();
     fleet.spawn_serve(&url, &logs[0]);
     fleet.spawn_serve(&url, &logs[1]);
-    std::thread::sleep(Duration::from_secs(12));
+    let runs_since =
+        |at: chrono::DateTime<chrono::Utc>| echoed(&logs).1.iter().filter(|t| **t > at).count();
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    wait_until(Duration::from_secs(90), || runs_since(start) >= 3);
     if let Some(mut victim) = fleet.workers[0].take() {
         victim.kill().expect("kill -9 a serve process");
         victim.wait().expect("reap");
     }
+    // The survivor takes the dead one's partitions over (its session, then a rebalance) and
+    // goes on firing.
     let killed_at = chrono::Utc::now();
-    std::thread::sleep(Duration::from_secs(15));
+    wait_until(Duration::from_secs(90), || runs_since(killed_at) >= 5);
+    let (runs, _) = echoed(&logs);
+    let after_kill = runs_since(killed_at);
+    // Measured after the runs were counted: every run counted is of a tick in this time.
     let seconds = since.elapsed().as_secs() as usize;
-    let (runs, times) = echoed(&logs);
-    let after_kill = times.iter().filter(|t| **t > killed_at).count();
     drop(fleet);
     let reruns: usize = runs.values().map(|n| n - 1).sum();
     eprintln!(

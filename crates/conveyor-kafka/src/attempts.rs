@@ -77,13 +77,7 @@ pub(crate) fn read(
 ) -> Result<HashMap<Tp, HashMap<i64, Note>>, Error> {
     let mut by_tp: HashMap<Tp, HashMap<i64, Note>> = HashMap::new();
     let topic = config.topics.attempts();
-    let partitions = scanner
-        .topics()?
-        .into_iter()
-        .find(|(name, _)| *name == topic)
-        .map(|(_, partitions)| partitions)
-        .unwrap_or_default();
-    let offsets = scanner.offsets(&[(topic.clone(), partitions)])?;
+    let offsets = scanner.offsets_of(&topic)?;
     if offsets.iter().all(|p| p.high <= p.low) {
         return Ok(by_tp); // no keyed job ever retried here (or retention removed its notes)
     }

@@ -51,14 +51,8 @@ impl CronBook {
             return Ok(());
         };
         let topic = config.topics.cron();
-        let partitions = scanner
-            .topics()?
-            .into_iter()
-            .find(|(name, _)| *name == topic)
-            .map(|(_, partitions)| partitions)
-            .unwrap_or_default();
         let ranges: Vec<_> = scanner
-            .offsets(&[(topic.clone(), partitions)])?
+            .offsets_of(&topic)?
             .into_iter()
             .map(|p| {
                 let from = self.read_to.get(&p.partition).copied().unwrap_or(p.low);

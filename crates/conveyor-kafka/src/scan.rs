@@ -88,6 +88,18 @@ impl Scanner {
             .collect())
     }
 
+    /// Watermarks and the group's committed offset of every partition of one topic (none when
+    /// the topic does not exist yet).
+    pub fn offsets_of(&self, topic: &str) -> Result<Vec<PartitionOffsets>, Error> {
+        let partitions = self
+            .topics()?
+            .into_iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, partitions)| partitions)
+            .unwrap_or_default();
+        self.offsets(&[(topic.to_string(), partitions)])
+    }
+
     /// Watermarks and the group's committed offset of every partition of `topics`.
     pub fn offsets(&self, topics: &[(String, Vec<i32>)]) -> Result<Vec<PartitionOffsets>, Error> {
         let mut list = TopicPartitionList::new();
