@@ -28,8 +28,30 @@ pub struct KafkaEngine {
     pub(crate) cron: Arc<std::sync::Mutex<crate::cron::CronBook>>,
 }
 
+/// How long a start-up waits for a broker that drops its connections (a busy or restarting
+/// broker) before it gives up.
+const START_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Creates `topics` if missing; a client error (a connection reset, a broker restarting) is
+/// tried again for [`START_PATIENCE`], so a worker started at a bad moment does not exit.
+async fn ensure_at_start(producer: &Producer, topics: &[String]) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match producer.ensure_topics(topics).await {
+            Err(Error::Client(err)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "cannot create the shared topics yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl KafkaEngine {
-    /// Connects and creates the shared topics (retry tiers, dead letters and their retry marks, status, schedule, attempt notes, cron) if missing.
+    /// Connects and creates the shared topics (retry tiers, dead letters and their retry marks,
+    /// status, schedule, attempt notes, cron) if missing.
     pub async fn connect(config: KafkaConfig) -> Result<Self, Error> {
         let producer = Arc::new(Producer::new(&config)?);
         let layout = &config.topics;
@@ -40,7 +62,7 @@ impl KafkaEngine {
         shared.push(layout.attempts());
         shared.push(layout.dead_retried());
         shared.push(layout.cron());
-        producer.ensure_topics(&shared).await?;
+        ensure_at_start(&producer, &shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
             cron: crate::cron::book(),
