@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use conveyor_core::JobId;
 
 use crate::scan::Scanner;
-use crate::state::Tp;
+use crate::state::{Pending, Tp};
 use crate::{Error, KafkaConfig, Record};
 
 /// Notes are read from this long before the record at the committed position was written:
@@ -45,6 +45,20 @@ pub(crate) struct Note {
 }
 
 impl Note {
+    /// The note of `pending`'s record: attempt `attempt` failed with `error`, the next one is
+    /// due at `due_ms`.
+    pub fn of_attempt(pending: &Pending, attempt: u32, due_ms: i64, error: &str) -> Note {
+        Note {
+            topic: pending.tp.0.to_string(),
+            partition: pending.tp.1,
+            offset: pending.offset,
+            id: pending.envelope.id,
+            attempt,
+            due_ms,
+            error: error.to_string(),
+        }
+    }
+
     /// The note as a record of the attempts topic, keyed by its partition (so the notes of one
     /// partition stay in order in one partition of the attempts topic).
     pub fn to_record(&self) -> Result<Record, Error> {

@@ -276,15 +276,7 @@ impl Session {
         due_ms: i64,
         error: &str,
     ) -> Result<(), Error> {
-        let note = Note {
-            topic: pending.tp.0.to_string(),
-            partition: pending.tp.1,
-            offset: pending.offset,
-            id: pending.envelope.id,
-            attempt,
-            due_ms,
-            error: error.to_string(),
-        };
+        let note = Note::of_attempt(pending, attempt, due_ms, error);
         let topic = self.shared.config.topics.attempts();
         self.shared
             .producer

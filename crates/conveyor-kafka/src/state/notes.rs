@@ -140,18 +140,6 @@ mod tests {
         }
     }
 
-    fn note_of(pending: &Pending, attempt: u32, due_ms: i64) -> Note {
-        Note {
-            topic: pending.tp.0.to_string(),
-            partition: pending.tp.1,
-            offset: pending.offset,
-            id: pending.envelope.id,
-            attempt,
-            due_ms,
-            error: "failed".into(),
-        }
-    }
-
     #[test]
     fn a_keyed_record_waits_for_the_notes_and_goes_on_from_its_note() {
         let mut s = State::default();
@@ -159,7 +147,7 @@ mod tests {
         let generation = s.load_notes(&tp());
         let first = keyed(0, "acct");
         let behind = keyed(1, "acct");
-        let notes = HashMap::from([(0, note_of(&first, 2, 5_000))]);
+        let notes = HashMap::from([(0, Note::of_attempt(&first, 2, 5_000, "failed"))]);
         assert_eq!(s.accept(first.clone(), 1_000), Accepted::Waiting);
         assert_eq!(s.accept(behind.clone(), 1_000), Accepted::Waiting);
         assert!(
