@@ -417,15 +417,6 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
     }
-}
-
-#[cfg(test)]
-mod ingest_tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<FileConfig, Error> {
-        Config::parse(Path::new("test.toml"), text)
-    }
 
     #[test]
     fn ingest_entries_parse_into_backend_options() {
