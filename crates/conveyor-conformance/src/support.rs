@@ -8,7 +8,7 @@ use conveyor_core::{
     Backend, Backoff, Engine, Fetch, Job, JobEvent, JobId, JobInfo, JobState, Registry, Worker,
     WorkerConfig,
 };
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Upper bound of every wait in the suite: long enough for a loaded CI machine, short enough
@@ -34,8 +34,8 @@ pub fn test_config() -> WorkerConfig {
 pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<conveyor_core::Result<()>>,
-    /// Its lifecycle events, subscribed before it started.
-    pub events: broadcast::Receiver<JobEvent>,
+    /// Its lifecycle events, every one (observed inline from before it started).
+    pub events: mpsc::UnboundedReceiver<JobEvent>,
     /// Events taken from `events` by [`Running::until`].
     pub seen: Vec<JobEvent>,
 }
@@ -57,10 +57,7 @@ impl Running {
         let deadline = tokio::time::Instant::now() + limit;
         while !done(&self.seen) {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Ok(event)) => self.seen.push(event),
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
-                    panic!("missed {n} events while waiting for {what}")
-                }
+                Ok(Some(event)) => self.seen.push(event),
                 other => panic!("never saw {what} ({other:?}); events: {:#?}", self.seen),
             }
         }
@@ -95,8 +92,11 @@ impl Running {
 
 /// Starts a worker on `engine`.
 pub fn run(engine: &Arc<dyn Engine>, registry: Registry, config: WorkerConfig) -> Running {
-    let worker = Worker::new(engine.clone(), registry, config);
-    let events = worker.events();
+    let mut worker = Worker::new(engine.clone(), registry, config);
+    let (sender, events) = mpsc::unbounded_channel();
+    worker.observe(move |event| {
+        let _ = sender.send(event.clone());
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {
         let _ = stopped.await;

@@ -33,4 +33,4 @@ pub use job::{
     DEFAULT_QUEUE,
 };
 pub use retry::Backoff;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{EventObserver, Worker, WorkerConfig};

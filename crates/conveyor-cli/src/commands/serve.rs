@@ -2,8 +2,7 @@
 
 use std::future::Future;
 
-use conveyor::{Conveyor, Error, JobEvent, Registry, Worker, WorkerConfig};
-use tokio::sync::broadcast::error::RecvError;
+use conveyor::{Conveyor, Error, JobEvent, Registry, WorkerConfig};
 
 use super::Context;
 use crate::cli::{ServeArgs, WorkerArgs};
@@ -38,8 +37,8 @@ pub async fn serve(
         "the HTTP API is not served by this build yet; the listen address is recorded for it"
     );
     let (registry, built) = registry(ctx, &config)?;
-    let worker = conveyor.worker(registry, config);
-    log_events(&worker);
+    let mut worker = conveyor.worker(registry, config);
+    worker.observe(log_event);
     let result = conveyor.serve_worker(worker, shutdown).await;
     built.shutdown().await;
     result?;
@@ -59,8 +58,8 @@ pub async fn worker(
     let conveyor = ctx.open_worker(&args.worker).await?;
     announce("worker", ctx, &config, &conveyor);
     let (registry, built) = registry(ctx, &config)?;
-    let worker = conveyor.worker(registry, config);
-    log_events(&worker);
+    let mut worker = conveyor.worker(registry, config);
+    worker.observe(log_event);
     let result = worker.run(shutdown).await;
     built.shutdown().await;
     result?;
@@ -113,22 +112,9 @@ fn check_listen(addr: &str) -> Result<(), Error> {
     }
 }
 
-/// Logs the worker's job events: failures at warn, dead letters at error, the rest at debug.
-fn log_events(worker: &Worker) {
-    let mut events = worker.events();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) => log_event(&event),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "job event log fell behind");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
+/// Logs a job event (every one: the worker calls it inline, so a burst never skips a line that
+/// a reader of the log, or the chaos test's ledger, relies on): failures at warn, dead letters
+/// at error, the rest at debug.
 fn log_event(event: &JobEvent) {
     match event {
         JobEvent::Started { id, kind, attempt } => {

@@ -51,18 +51,23 @@ impl Default for WorkerConfig {
     }
 }
 
+/// A function told of every job event, inline (see [`Worker::observe`]).
+pub type EventObserver = Arc<dyn Fn(&JobEvent) + Send + Sync>;
+
 /// Runs jobs from one engine until shut down.
 pub struct Worker {
     engine: Arc<dyn Engine>,
     registry: Arc<Registry>,
     config: WorkerConfig,
     events: broadcast::Sender<JobEvent>,
+    observers: Vec<EventObserver>,
 }
 
 struct Shared {
     engine: Arc<dyn Engine>,
     registry: Arc<Registry>,
     events: broadcast::Sender<JobEvent>,
+    observers: Vec<EventObserver>,
     owner: Arc<str>,
     default_timeout: Duration,
     backoff: Backoff,
@@ -71,8 +76,15 @@ struct Shared {
 impl Shared {
     fn emit(&self, event: impl FnOnce() -> JobEvent) {
         // Building events costs allocations: skip it when nobody listens (benchmarks).
+        if self.observers.is_empty() && self.events.receiver_count() == 0 {
+            return;
+        }
+        let event = event();
+        for observer in &self.observers {
+            observer(&event);
+        }
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event());
+            let _ = self.events.send(event);
         }
     }
 }
@@ -86,12 +98,22 @@ impl Worker {
             registry: Arc::new(registry),
             config,
             events,
+            observers: Vec::new(),
         }
     }
 
-    /// Subscribes to job lifecycle events (started, completed, failed, dead, cancelled).
+    /// Subscribes to job lifecycle events (started, completed, failed, dead, cancelled). A
+    /// subscriber that falls more than 4096 events behind loses the oldest (the receiver says
+    /// how many); use [`Worker::observe`] where every event matters.
     pub fn events(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
+    }
+
+    /// Calls `observer` with every job event, on the task that produced it, before the event is
+    /// broadcast: nothing is ever skipped, so it must be quick and must not block (a log line,
+    /// a counter).
+    pub fn observe(&mut self, observer: impl Fn(&JobEvent) + Send + Sync + 'static) {
+        self.observers.push(Arc::new(observer));
     }
 
     /// Runs until `shutdown` resolves, then stops fetching, lets running jobs finish within the
@@ -101,6 +123,7 @@ impl Worker {
             engine: self.engine.clone(),
             registry: self.registry.clone(),
             events: self.events.clone(),
+            observers: self.observers.clone(),
             owner: Arc::from(self.config.owner.as_str()),
             default_timeout: self.config.default_timeout,
             backoff: self.config.backoff,

@@ -12,7 +12,7 @@ use conveyor_core::{
     Backoff, Engine, Inspect, JobEvent, JobId, JobInfo, NewJob, Registry, Worker, WorkerConfig,
 };
 use conveyor_sqlite::SqliteEngine;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 /// How long a test waits for its jobs before failing with their states.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -79,9 +79,11 @@ impl Harness {
             ..WorkerConfig::default()
         };
         let engine: Arc<dyn Engine> = self.engine.clone();
-        let worker = Worker::new(engine, registry, config);
+        let mut worker = Worker::new(engine, registry, config);
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-        collect(worker.events(), events.clone());
+        let into = events.clone();
+        // Inline, so a burst of events is never skipped (a broadcast receiver may lag).
+        worker.observe(move |event| into.lock().expect("events").push(event.clone()));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(worker.run(async move {
             let _ = stopped.await;
@@ -143,18 +145,6 @@ impl Running {
         }
         map
     }
-}
-
-fn collect(mut rx: broadcast::Receiver<JobEvent>, into: Arc<std::sync::Mutex<Vec<JobEvent>>>) {
-    tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(event) => into.lock().expect("events").push(event),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
 }
 
 /// A file of `tests/workers/`.
