@@ -1,6 +1,5 @@
 //! The `conveyor` binary on Kafka: enqueue, a worker process, then `stats`, `dlq list`, `dlq
-//! retry` and `dlq purge` from other processes; verbs the Kafka engine does not offer yet exit 2 and
-//! name what is missing. Uses `CONVEYOR_TEST_KAFKA` (set by scripts/test), else starts the
+//! retry`, `dlq purge`, `job` and `cancel` from other processes. Uses `CONVEYOR_TEST_KAFKA` (set by scripts/test), else starts the
 //! project's broker.
 
 mod support;
@@ -99,7 +98,33 @@ fn stats_and_the_dead_letter_list_come_from_the_broker() {
     let purged = json(&url, &["dlq", "purge", "--json"]);
     assert_eq!(purged["purged"], 0, "{purged}");
 
-    let (code, _, stderr) = conveyor(&url, &["job", id]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("does not offer job status"), "{stderr}");
+    // The retried job's status, from the broker: waiting again, attempts numbered on.
+    let job = json(&url, &["job", id, "--json"]);
+    assert_eq!(
+        (
+            &job["state"],
+            &job["attempt"],
+            &job["max_attempts"],
+            &job["kind"]
+        ),
+        (
+            &Value::from("available"),
+            &Value::from(1),
+            &Value::from(2),
+            &Value::from("fail")
+        ),
+        "{job}"
+    );
+    let cancelled = json(&url, &["cancel", id, "--json"]);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let job = json(&url, &["job", id, "--json"]);
+    assert_eq!(
+        job["state"], "cancelled",
+        "another process sees the cancel: {job}"
+    );
+    let (code, _, stderr) = conveyor(&url, &["cancel", id]);
+    assert_eq!(code, 1, "a finished job cannot be cancelled: {stderr}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (code, _, stderr) = conveyor(&url, &["job", &unknown]);
+    assert_eq!(code, 1, "{stderr}");
 }

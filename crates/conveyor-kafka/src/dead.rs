@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inspect::{blocking, dead_letter, queue_of_record};
 use crate::scan::{PartitionOffsets, Scanner};
+use crate::status::{Entry, Step};
 use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level, Record};
 
 /// One dead letter still listed: where it is and what it holds.
@@ -177,6 +178,10 @@ impl KafkaEngine {
         self.producer
             .send(&config.topics.dead_retried(), &record)
             .await?;
+        let mut entry = Entry::new(envelope.id, Step::Available);
+        entry.attempt = Some(envelope.attempt);
+        entry.max_attempts = Some(envelope.max_attempts);
+        self.journal.write_now(entry).await;
         Ok(JobInfo {
             state: JobState::Available,
             attempt: envelope.attempt,
@@ -220,7 +225,12 @@ impl DeadLetters for KafkaEngine {
     }
 
     async fn purge_dead(&self) -> conveyor_core::Result<u64> {
+        let before = conveyor_core::now_ms();
         let config = self.config().clone();
-        blocking(move || purge(&config)).await
+        let purged = blocking(move || purge(&config)).await?;
+        // Status lookups drop the jobs that died before the purge.
+        self.mark(crate::control::Mark::PurgeDead { before })
+            .await?;
+        Ok(purged)
     }
 }

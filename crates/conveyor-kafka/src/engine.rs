@@ -10,11 +10,13 @@ use conveyor_core::{
 };
 use tokio::sync::Notify;
 
+use crate::control::ControlTail;
 use crate::keys::ledger::Ledger;
 use crate::keys::Verdict;
 use crate::producer::Producer;
-use crate::session::{Session, Subscription};
-use crate::{Envelope, Error, KafkaConfig, Level, Record};
+use crate::session::{Session, Sidecars, Subscription};
+use crate::status::{Entry, Journal, Step};
+use crate::{Envelope, Error, KafkaConfig, Level};
 
 /// Jobs on a Kafka-protocol broker: enqueue produces, workers consume through a group.
 pub struct KafkaEngine {
@@ -26,6 +28,12 @@ pub struct KafkaEngine {
     ledger: Ledger,
     /// This handle's copy of the cron entries (see src/cron.rs).
     pub(crate) cron: Arc<std::sync::Mutex<crate::cron::CronBook>>,
+    /// The cancel, purge and cleanup marks (see src/control).
+    pub(crate) control: Arc<ControlTail>,
+    /// Writes the status journal (see src/status).
+    pub(crate) journal: Journal,
+    /// Idle clients of status lookups.
+    pub(crate) scanners: Arc<std::sync::Mutex<Vec<crate::scan::Scanner>>>,
 }
 
 /// How long a start-up waits for a broker that drops its connections (a busy or restarting
@@ -62,10 +70,14 @@ impl KafkaEngine {
         shared.push(layout.attempts());
         shared.push(layout.dead_retried());
         shared.push(layout.cron());
+        shared.push(layout.control());
         ensure_at_start(&producer, &shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
             cron: crate::cron::book(),
+            control: Arc::new(ControlTail::start(&config)?),
+            journal: Journal::start(producer.clone(), layout.status()),
+            scanners: Arc::default(),
             config,
             producer,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -73,16 +85,10 @@ impl KafkaEngine {
         })
     }
 
-    /// What this engine offers beyond the core trait today: statistics from offsets and the
-    /// dead-letter list.
+    /// Every capability: the Kafka engine is a full [`conveyor_core::Backend`].
     pub fn capabilities(self: &Arc<Self>) -> conveyor_core::Capabilities {
-        conveyor_core::Capabilities {
-            statistics: Some(self.clone()),
-            dead_letter_list: Some(self.clone()),
-            dead_letters: Some(self.clone()),
-            schedules: Some(self.clone()),
-            ..conveyor_core::Capabilities::default()
-        }
+        let backend: Arc<dyn conveyor_core::Backend> = self.clone();
+        conveyor_core::Capabilities::all(&backend)
     }
 
     /// The settings this engine uses.
@@ -217,6 +223,10 @@ impl KafkaEngine {
             self.producer.clone(),
             self.waker.clone(),
             &subscription,
+            Sidecars {
+                journal: self.journal.clone(),
+                control: self.control.clone(),
+            },
         )?);
         sessions.insert(fetch.owner.clone(), session.clone());
         Ok(session)
@@ -265,32 +275,37 @@ impl Engine for KafkaEngine {
         Ok(session.exchange(reports, fetch.limit).await?)
     }
 
-    /// Kafka has no per-job leases: group membership is the lease, kept by the client.
-    async fn heartbeat(&self, _owner: &str, _running: &[JobId]) -> conveyor_core::Result<Renewal> {
-        // A Kafka job's lease is the group session of its partition, kept by the consumer.
-        Ok(Renewal::default())
+    /// Kafka has no per-job leases: group membership is the lease, kept by the client. The
+    /// heartbeat only tells the worker which running jobs a user cancelled.
+    async fn heartbeat(&self, _owner: &str, running: &[JobId]) -> conveyor_core::Result<Renewal> {
+        let cancel = self.control.with(|book| {
+            running
+                .iter()
+                .copied()
+                .filter(|id| book.is_cancelled(*id))
+                .collect()
+        });
+        Ok(Renewal {
+            cancel,
+            lost: Vec::new(),
+        })
     }
 
+    /// Cheap (no broker request): often, so a cancelled job's handler is told soon.
     fn heartbeat_interval(&self) -> Duration {
-        Duration::from_secs(5)
+        Duration::from_secs(1)
     }
 
-    /// Progress goes to the compacted status topic, keyed by job id.
+    /// Progress is a status journal entry of the job (see src/status).
     async fn set_progress(
         &self,
         _owner: &str,
         id: JobId,
         progress: serde_json::Value,
     ) -> conveyor_core::Result<()> {
-        let value = serde_json::json!({"id": id, "progress": progress, "at": now_ms()}).to_string();
-        let record = Record {
-            key: Some(id.to_string().into_bytes()),
-            value: Some(value.into_bytes()),
-            headers: vec![],
-        };
-        self.producer
-            .send(&self.config.topics.status(), &record)
-            .await?;
+        let mut entry = Entry::new(id, Step::Progress);
+        entry.progress = Some(progress);
+        self.journal.write(entry);
         Ok(())
     }
 
@@ -307,6 +322,7 @@ impl Engine for KafkaEngine {
         if let Some(session) = session {
             session.close().await;
         }
+        self.journal.flush().await;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 
 mod attempts;
 mod config;
+mod control;
 mod cron;
 mod dead;
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub mod producer;
 mod scan;
 mod session;
 mod state;
+mod status;
 pub mod topics;
 
 pub use config::{Compression, Ingest, KafkaConfig};

@@ -146,6 +146,35 @@ impl Producer {
         Ok(())
     }
 
+    /// How many partitions `topic` has (from the cluster's metadata).
+    pub async fn partition_count(&self, topic: &str) -> Result<usize, Error> {
+        let producer = self.current();
+        let topic = topic.to_string();
+        let count = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            match partitions {
+                0 => Err(Error::Topic {
+                    topic,
+                    reason: "the topic has no partitions (is it missing?)".into(),
+                }),
+                n => Ok(n),
+            }
+        })
+        .await
+        .map_err(|e| Error::Topic {
+            topic: "-".into(),
+            reason: format!("metadata task failed: {e}"),
+        })??;
+        Ok(count)
+    }
+
     /// Produces one record and waits until the broker acknowledged it.
     pub async fn send(&self, topic: &str, record: &Record) -> Result<Delivered, Error> {
         self.send_to(topic, None, record).await

@@ -91,11 +91,13 @@ impl Scanner {
     /// Watermarks and the group's committed offset of every partition of one topic (none when
     /// the topic does not exist yet).
     pub fn offsets_of(&self, topic: &str) -> Result<Vec<PartitionOffsets>, Error> {
-        let partitions = self
-            .topics()?
-            .into_iter()
-            .find(|(name, _)| name == topic)
-            .map(|(_, partitions)| partitions)
+        // This topic's metadata only: a cluster may hold thousands of topics.
+        let metadata = self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
         self.offsets(&[(topic.to_string(), partitions)])
     }
@@ -159,6 +161,49 @@ impl Scanner {
             Some(Offset::End) => high,
             _ => low,
         })
+    }
+
+    /// For each partition of `within`, the first offset holding a record written at or after
+    /// `ms`, in one request: its log end when there is none, its log start when the broker
+    /// cannot look offsets up by time.
+    pub fn offsets_at_time(
+        &self,
+        within: &[PartitionOffsets],
+        ms: i64,
+    ) -> Result<HashMap<(String, i32), i64>, Error> {
+        let mut list = TopicPartitionList::new();
+        for p in within {
+            list.add_partition_offset(&p.topic, p.partition, Offset::Offset(ms))?;
+        }
+        let mut out: HashMap<(String, i32), i64> = within
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.low))
+            .collect();
+        if list.count() == 0 {
+            return Ok(out);
+        }
+        let found = match self.consumer.offsets_for_times(list, REQUEST_TIMEOUT) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(error = %err, "no offset lookup by time: reading from the log starts");
+                return Ok(out);
+            }
+        };
+        for e in found.elements() {
+            let Some(p) = within
+                .iter()
+                .find(|p| p.topic == e.topic() && p.partition == e.partition())
+            else {
+                continue;
+            };
+            let at = match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(at)) => at.clamp(p.low, p.high),
+                (Ok(()), Offset::End) => p.high,
+                _ => p.low,
+            };
+            out.insert((p.topic.clone(), p.partition), at);
+        }
+        Ok(out)
     }
 
     /// When the first record of `topic`'s `partition` at or after `offset` was written (ms

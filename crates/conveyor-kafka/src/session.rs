@@ -13,11 +13,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::attempts::Note;
+pub(crate) use crate::intake::Sidecars;
 use crate::intake::{
     commit, poll_loop, provenance, send_to_queue, subscribe, LaneConsumer, Shared,
 };
 use crate::producer::Producer;
 use crate::state::{Lane, Pending};
+use crate::status::{Entry, Step};
 use crate::{Error, KafkaConfig};
 
 /// Least time between two commits while running. A crashed worker's finished-but-uncommitted
@@ -70,8 +72,9 @@ impl Session {
         producer: Arc<Producer>,
         waker: Arc<Notify>,
         topics: &Subscription,
+        sidecars: Sidecars,
     ) -> Result<Self, Error> {
-        let shared = Arc::new(Shared::new(config, producer, waker));
+        let shared = Arc::new(Shared::new(config, producer, waker, sidecars));
         let groups = [
             (Lane::Fresh, config.group.clone(), &topics.fresh),
             (Lane::Urgent, config.urgent_group(), &topics.urgent),
@@ -119,8 +122,32 @@ impl Session {
         stored.into_iter().collect::<Result<(), Error>>()?;
         // Finished work may have made room in the buffers: let the poll loops read again.
         self.shared.nudge();
+        let control = &self.shared.sidecars.control;
+        if !control.is_ready() {
+            // Marks written before this handle started are not all read: a job cancelled then
+            // must not start here.
+            return Ok(Vec::new());
+        }
         let taken = self.shared.state().take_where(limit, |q| self.serves(q));
-        Ok(taken.into_iter().map(to_job).collect())
+        let (stopped, runnable): (Vec<_>, Vec<_>) =
+            control.with(|book| taken.into_iter().partition(|p| book.stops(&p.envelope)));
+        self.finish_stopped(stopped).await?;
+        let journal = &self.shared.sidecars.journal;
+        for pending in &runnable {
+            journal.write(running_entry(pending));
+        }
+        Ok(runnable.into_iter().map(to_job).collect())
+    }
+
+    /// Finishes jobs a user cancelled or purged without running them.
+    async fn finish_stopped(&self, stopped: Vec<Pending>) -> Result<(), Error> {
+        let reports = stopped.into_iter().map(|pending| Report {
+            id: pending.envelope.id,
+            attempt: pending.envelope.attempt.saturating_add(1),
+            completion: Completion::Cancelled,
+        });
+        let stored = futures::future::join_all(reports.map(|r| self.store(r))).await;
+        stored.into_iter().collect()
     }
 
     /// True when this worker runs jobs of `queue`.
@@ -232,6 +259,10 @@ impl Session {
                     self.shared.state().relet(pending);
                     return Err(err);
                 }
+                self.shared
+                    .sidecars
+                    .journal
+                    .write(outcome_entry(&report, &pending));
                 pending.envelope.attempt = report.attempt;
                 pending.envelope.not_before = Some(*at_ms);
                 tracing::debug!(job = %report.id, %error, "keyed job retries in place");
@@ -254,6 +285,10 @@ impl Session {
         };
         match sent {
             Ok(()) => {
+                self.shared
+                    .sidecars
+                    .journal
+                    .write(outcome_entry(&report, &pending));
                 if self.shared.state().finish(&pending, done_below) {
                     // A retry-tier record read before this outcome was stored is held now: its
                     // lane must look at its due time.
@@ -334,6 +369,35 @@ impl Drop for Session {
 }
 
 /// The job a worker gets for a handed-out record: on its next attempt.
+/// The status entry of a job handed to a handler: where its record is, so a lookup reads it.
+fn running_entry(pending: &Pending) -> Entry {
+    let e = &pending.envelope;
+    let mut entry = Entry::new(e.id, Step::Running);
+    entry.attempt = Some(e.attempt.saturating_add(1));
+    entry.max_attempts = Some(e.max_attempts);
+    entry.kind = Some(e.kind.clone());
+    entry.queue = Some(e.queue.clone());
+    entry.record = Some((pending.tp.0.to_string(), pending.tp.1, pending.offset));
+    entry
+}
+
+/// The status entry of a stored outcome.
+fn outcome_entry(report: &Report, pending: &Pending) -> Entry {
+    let (step, error, next_at) = match &report.completion {
+        Completion::Completed => (Step::Completed, None, None),
+        Completion::Cancelled => (Step::Cancelled, None, None),
+        Completion::Retry { at_ms, error } => (Step::Retryable, Some(error.clone()), Some(*at_ms)),
+        Completion::Dead { error } => (Step::Dead, Some(error.clone()), None),
+        // Left for the next owner: its start writes the next entry.
+        Completion::Released => (Step::Available, None, None),
+    };
+    let mut entry = Entry::new(pending.envelope.id, step);
+    entry.attempt = Some(report.attempt);
+    entry.error = error;
+    entry.next_at = next_at;
+    entry
+}
+
 pub(crate) fn to_job(pending: Pending) -> Job {
     let e = pending.envelope;
     Job {
@@ -364,7 +428,7 @@ mod tests {
     use serde_json::json;
     use tokio::sync::Notify;
 
-    use super::{Session, Subscription};
+    use super::{Session, Sidecars, Subscription};
     use crate::producer::Producer;
     use crate::{Envelope, KafkaConfig};
 
@@ -432,8 +496,22 @@ mod tests {
             schedule: vec![],
             queues: vec![],
         };
-        let session =
-            Session::start(&config, producer, Arc::new(Notify::new()), &topics).expect("session");
+        mock.create_topic(&config.topics.control(), 1, 1)
+            .expect("topic");
+        mock.create_topic(&config.topics.status(), 1, 1)
+            .expect("topic");
+        let sidecars = Sidecars {
+            journal: crate::status::Journal::start(producer.clone(), config.topics.status()),
+            control: Arc::new(crate::control::ControlTail::start(&config).expect("control")),
+        };
+        let session = Session::start(
+            &config,
+            producer,
+            Arc::new(Notify::new()),
+            &topics,
+            sidecars,
+        )
+        .expect("session");
         let mut taken = Vec::new();
         for _ in 0..600 {
             taken = session.exchange(vec![], 1).await.expect("exchange");

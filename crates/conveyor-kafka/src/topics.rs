@@ -136,7 +136,7 @@ impl TopicLayout {
         format!("{}scheduled", self.prefix)
     }
 
-    /// Job status and progress, compacted, keyed by job id: `{prefix}status`.
+    /// The status journal, keyed by job id: `{prefix}status` (see `src/status`).
     pub fn status(&self) -> String {
         format!("{}status", self.prefix)
     }
@@ -156,6 +156,11 @@ impl TopicLayout {
     /// Cron entries, one record per change, keyed by name: `{prefix}cron` (see `src/cron.rs`).
     pub fn cron(&self) -> String {
         format!("{}cron", self.prefix)
+    }
+
+    /// Cancel, purge and cleanup marks, one partition: `{prefix}control` (see `src/control`).
+    pub fn control(&self) -> String {
+        format!("{}control", self.prefix)
     }
 
     /// The dead-letter topic: `{prefix}dead`.

@@ -26,8 +26,10 @@ pub(crate) use records::{decode, origin, poison_letter, provenance, read_message
 use refetch::{check_idle, refetch, starting_positions, IDLE_MS};
 pub(crate) use schedule::send_to_queue;
 
+use crate::control::ControlTail;
 use crate::producer::{client_config, Producer};
 use crate::state::{Accepted, Lane, Pending, State, Tp};
+use crate::status::Journal;
 use crate::{Error, KafkaConfig, Level};
 
 /// Most records one lane holds read and not finished: beyond it the lane pauses its partitions
@@ -49,10 +51,27 @@ pub(crate) struct Shared {
     timers: [Notify; Lane::ALL.len()],
     /// Wakes the schedule lane's mover: a delayed job was read (maybe due sooner than any).
     schedule_wake: Notify,
+    /// The engine handle's status journal and control marks.
+    pub sidecars: Sidecars,
+}
+
+/// What a session shares with its engine handle: the status journal it writes each job's
+/// steps to (src/status) and the control marks it obeys (src/control).
+#[derive(Clone)]
+pub(crate) struct Sidecars {
+    /// Writes status entries.
+    pub journal: Journal,
+    /// Cancel, purge and cleanup marks.
+    pub control: Arc<ControlTail>,
 }
 
 impl Shared {
-    pub fn new(config: &KafkaConfig, producer: Arc<Producer>, waker: Arc<Notify>) -> Self {
+    pub fn new(
+        config: &KafkaConfig,
+        producer: Arc<Producer>,
+        waker: Arc<Notify>,
+        sidecars: Sidecars,
+    ) -> Self {
         Shared {
             state: Mutex::new(State::default()),
             producer,
@@ -60,6 +79,7 @@ impl Shared {
             waker,
             timers: std::array::from_fn(|_| Notify::new()),
             schedule_wake: Notify::new(),
+            sidecars,
         }
     }
 

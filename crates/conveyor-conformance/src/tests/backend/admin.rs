@@ -108,8 +108,9 @@ pub async fn cleanup_removes_old_finished_jobs(h: &dyn Harness) {
 pub async fn graceful_shutdown_fetches_nothing_new(h: &dyn Harness) {
     let backend = h.site().await.open().await;
     let worker = start(&backend, Registry::with_builtins(), test_config());
+    // Long enough to be seen running by a status lookup that reads a broker.
     let id = backend
-        .enqueue(NewJob::new("sleep", json!({"ms": 400})))
+        .enqueue(NewJob::new("sleep", json!({"ms": 2000})))
         .await
         .expect("enqueue")
         .id;
