@@ -92,14 +92,43 @@ impl Scanner {
     /// the topic does not exist yet).
     pub fn offsets_of(&self, topic: &str) -> Result<Vec<PartitionOffsets>, Error> {
         // This topic's metadata only: a cluster may hold thousands of topics.
+        let partitions = self.partitions_of(topic)?;
+        self.offsets(&[(topic.to_string(), partitions)])
+    }
+
+    /// The partitions of one topic (none when it does not exist yet), from its metadata alone.
+    pub fn partitions_of(&self, topic: &str) -> Result<Vec<i32>, Error> {
         let metadata = self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-        let partitions = metadata
+        Ok(metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic && t.error().is_none())
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        self.offsets(&[(topic.to_string(), partitions)])
+            .unwrap_or_default())
+    }
+
+    /// Watermarks of every partition of `topics`, without the group's offsets (`committed` is
+    /// `None`): one request per partition.
+    pub fn watermarks(
+        &self,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<PartitionOffsets>, Error> {
+        let mut out = Vec::new();
+        for (topic, partitions) in topics {
+            for partition in partitions {
+                let (low, high) =
+                    self.consumer
+                        .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)?;
+                out.push(PartitionOffsets {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    low,
+                    high,
+                    committed: None,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Watermarks and the group's committed offset of every partition of `topics`.

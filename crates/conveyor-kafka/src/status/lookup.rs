@@ -64,13 +64,23 @@ fn entries_of(
     since: Option<i64>,
 ) -> Result<Vec<Entry>, Error> {
     let topic = config.topics.status();
-    let partitions = scanner.offsets_of(&topic)?;
+    let partitions = scanner.partitions_of(&topic)?;
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
     let partition = partition_of(id, partitions.len());
-    let Some(offsets) = partitions.iter().find(|p| p.partition == partition) else {
+    let offsets = scanner.watermarks(&[(topic.clone(), vec![partition])])?;
+    let Some(offsets) = offsets.first() else {
         return Ok(Vec::new());
     };
     let start = match since {
-        Some(ms) => scanner.offset_at_time(&topic, partition, ms)?,
+        Some(ms) => {
+            let found = scanner.offsets_at_time(std::slice::from_ref(offsets), ms)?;
+            found
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or(offsets.low)
+        }
         None => offsets.low,
     };
     let key = id.to_string().into_bytes();
@@ -111,7 +121,7 @@ fn search_record(
                 || config.ingest.iter().any(|i| i.topic == *t)
         })
         .collect();
-    let offsets = scanner.offsets(&topics)?;
+    let offsets = scanner.watermarks(&topics)?;
     let starts = match since {
         Some(ms) => scanner.offsets_at_time(&offsets, ms)?,
         None => offsets
