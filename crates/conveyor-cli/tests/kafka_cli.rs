@@ -127,4 +127,16 @@ fn stats_and_the_dead_letter_list_come_from_the_broker() {
     let unknown = uuid::Uuid::now_v7().to_string();
     let (code, _, stderr) = conveyor(&url, &["job", &unknown]);
     assert_eq!(code, 1, "{stderr}");
+
+    // A purge: the never-started jobs of the queue are gone; a second purge finds none.
+    let bulk: Vec<Value> = (0..3)
+        .map(|_| json(&url, &["enqueue", "noop", "--queue", "bulk", "--json"]))
+        .collect();
+    let purged = json(&url, &["purge", "bulk", "--json"]);
+    assert_eq!(purged["purged"], 3, "{purged}");
+    let again = json(&url, &["purge", "bulk", "--json"]);
+    assert_eq!(again["purged"], 0, "{again}");
+    let id = bulk[0]["id"].as_str().unwrap_or_default();
+    let (code, _, stderr) = conveyor(&url, &["job", id]);
+    assert_eq!(code, 1, "a purged job is gone: {stderr}");
 }

@@ -171,10 +171,23 @@ macro_rules! backend_conformance_tests {
             graceful_shutdown_fetches_nothing_new,
             progress_is_visible_in_status,
             cleanup_removes_old_finished_jobs,
+            purge_keeps_jobs_waiting_for_a_retry
+        );
+    };
+}
+
+/// Per-job leases meeting user actions, for engines whose [`conveyor_core::Engine::lease`] is
+/// `Some` (a lease that expires and is rescued). Engines whose lease is group membership (Kafka)
+/// prove the same outcomes through crashed handles instead: the engine group's
+/// `a_crashed_worker_handle_loses_its_jobs_and_they_run_again` and the cancel-before-handover
+/// test of the Kafka CLI.
+#[macro_export]
+macro_rules! lease_conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
             cancel_survives_a_released_lease,
             cancel_survives_a_rescued_lease,
-            a_late_report_never_matches_a_retried_job,
-            purge_keeps_jobs_waiting_for_a_retry
+            a_late_report_never_matches_a_retried_job
         );
     };
 }
@@ -186,6 +199,7 @@ macro_rules! conformance_tests {
         $crate::engine_conformance_tests!($harness);
         $crate::observe_conformance_tests!($harness);
         $crate::backend_conformance_tests!($harness);
+        $crate::lease_conformance_tests!($harness);
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
         $(

@@ -32,6 +32,8 @@ pub struct KafkaEngine {
     pub(crate) control: Arc<ControlTail>,
     /// Writes the status journal (see src/status).
     pub(crate) journal: Journal,
+    /// Ids this handle enqueued lately (see src/sent.rs).
+    sent: crate::sent::SentIds,
     /// Idle clients of status lookups.
     pub(crate) scanners: Arc<std::sync::Mutex<Vec<crate::scan::Scanner>>>,
 }
@@ -78,6 +80,7 @@ impl KafkaEngine {
             control: Arc::new(ControlTail::start(&config)?),
             journal: Journal::start(producer.clone(), layout.status()),
             scanners: Arc::default(),
+            sent: crate::sent::SentIds::default(),
             config,
             producer,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -127,14 +130,35 @@ impl KafkaEngine {
         Ok(enqueued)
     }
 
-    /// Produces one job; a keyed one's answer is its key's verdict (see src/keys).
+    /// Produces one job once per id (see src/sent.rs); a keyed one's answer is its key's
+    /// verdict (see src/keys).
     async fn produce_one(&self, e: &Envelope, now: i64) -> conveyor_core::Result<Enqueued> {
-        let topic = self.topic_of(e, now);
         let state = if is_delayed(e, now) {
             JobState::Scheduled
         } else {
             JobState::Available
         };
+        if !self.sent.claim(e.id) {
+            return Ok(Enqueued {
+                id: e.id,
+                state,
+                duplicate: true,
+            });
+        }
+        let sent = self.produce_new(e, now, state).await;
+        if sent.is_err() {
+            self.sent.release(e.id);
+        }
+        sent
+    }
+
+    async fn produce_new(
+        &self,
+        e: &Envelope,
+        now: i64,
+        state: JobState,
+    ) -> conveyor_core::Result<Enqueued> {
+        let topic = self.topic_of(e, now);
         if e.idempotency_key.is_none() {
             let record = if is_delayed(e, now) {
                 e.to_schedule_record()
@@ -160,6 +184,11 @@ impl KafkaEngine {
             Verdict::Wins => (e.id, false),
             Verdict::Copy { .. } => (e.id, true),
             Verdict::Duplicate { winner } => (winner, true),
+        };
+        // A duplicate's answer is the job that holds the key, as it is now.
+        let state = match (duplicate, id != e.id) {
+            (true, true) => self.state_of(id).await.unwrap_or(state),
+            _ => state,
         };
         Ok(Enqueued {
             id,

@@ -22,6 +22,7 @@ mod keys;
 pub mod offsets;
 pub mod producer;
 mod scan;
+mod sent;
 mod session;
 mod state;
 mod status;

@@ -139,14 +139,27 @@ impl Session {
         Ok(runnable.into_iter().map(to_job).collect())
     }
 
-    /// Finishes jobs a user cancelled or purged without running them.
+    /// Finishes jobs a user cancelled or purged without running them. A cancelled one gets
+    /// its `cancelled` status entry; a purged one none (it is gone, as a purged row is).
     async fn finish_stopped(&self, stopped: Vec<Pending>) -> Result<(), Error> {
-        let reports = stopped.into_iter().map(|pending| Report {
+        let (cancelled, purged): (Vec<_>, Vec<_>) = self.shared.sidecars.control.with(|book| {
+            stopped
+                .into_iter()
+                .partition(|p| book.is_cancelled(p.envelope.id))
+        });
+        for pending in purged {
+            let mut state = self.shared.state();
+            if let Some(pending) = state.unlease(pending.envelope.id) {
+                state.finish(&pending, u32::MAX);
+            }
+        }
+        let reports = cancelled.into_iter().map(|pending| Report {
             id: pending.envelope.id,
             attempt: pending.envelope.attempt.saturating_add(1),
             completion: Completion::Cancelled,
         });
         let stored = futures::future::join_all(reports.map(|r| self.store(r))).await;
+        self.shared.nudge();
         stored.into_iter().collect()
     }
 

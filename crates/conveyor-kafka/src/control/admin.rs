@@ -4,20 +4,34 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use conveyor_core::{now_ms, Control, Inspect, JobId, JobInfo, JobState, Statistics};
+use conveyor_core::{now_ms, Control, Inspect, JobId, JobInfo, JobState};
 
 use super::Mark;
+use crate::envelope::header;
 use crate::inspect::blocking;
 use crate::scan::Scanner;
 use crate::status::{lookup, Entry, Step};
-use crate::{Error, KafkaConfig, KafkaEngine};
+use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level};
 
-#[async_trait]
-impl Inspect for KafkaEngine {
-    async fn job(&self, id: JobId) -> conveyor_core::Result<Option<JobInfo>> {
+/// How long a lookup or an admin step waits for the marks written before its handle started
+/// (the control reader gives up on them after 30 s and says so in the log).
+const MARKS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KafkaEngine {
+    /// The state of job `id` as its journal and record say, also when a cleanup or purge
+    /// hides it from lookups (what a duplicate enqueue answers); `None` if nothing is known.
+    pub(crate) async fn state_of(&self, id: JobId) -> Option<JobState> {
+        let found = self.find(id).await.ok()?;
+        self.control
+            .with(|book| found.info_of(id, book, false))
+            .map(|info| info.state)
+    }
+
+    async fn find(&self, id: JobId) -> conveyor_core::Result<lookup::Found> {
+        self.control.wait_ready(MARKS_PATIENCE).await;
         let config = self.config().clone();
         let scanners = self.scanners.clone();
-        let found = blocking(move || {
+        blocking(move || {
             // A client per lookup costs a connection and a metadata round: reuse idle ones.
             let idle = scanners.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let scanner = match idle {
@@ -31,8 +45,15 @@ impl Inspect for KafkaEngine {
                 .push(scanner);
             Ok(found)
         })
-        .await?;
-        Ok(self.control.with(|book| found.info(id, book)))
+        .await
+    }
+}
+
+#[async_trait]
+impl Inspect for KafkaEngine {
+    async fn job(&self, id: JobId) -> conveyor_core::Result<Option<JobInfo>> {
+        let found = self.find(id).await?;
+        Ok(self.control.with(|book| found.info_of(id, book, true)))
     }
 }
 
@@ -68,13 +89,24 @@ impl Control for KafkaEngine {
     }
 
     /// Never-started jobs of `queue` (waiting or scheduled) enqueued before now never run;
-    /// returns how many there were by the queue's counts.
+    /// returns how many there were.
     async fn purge_queue(&self, queue: &str) -> conveyor_core::Result<u64> {
+        self.control.wait_ready(MARKS_PATIENCE).await;
         let before = now_ms();
-        let stats = self.stats().await?;
-        let count = stats
-            .queue(queue)
-            .map_or(0, |q| q.available.saturating_sub(q.running) + q.scheduled);
+        let config = self.config().clone();
+        let control = self.control.clone();
+        let queue_name = queue.to_string();
+        let count = blocking(move || {
+            let ids = never_started(&config, &queue_name, before)?;
+            Ok(control.with(|book| {
+                ids.iter()
+                    .filter(|e| !book.stops(e))
+                    .map(|e| e.id)
+                    .collect::<HashSet<_>>()
+                    .len() as u64
+            }))
+        })
+        .await?;
         self.mark(Mark::Purge {
             queue: queue.to_string(),
             before,
@@ -86,6 +118,7 @@ impl Control for KafkaEngine {
     /// Completed and cancelled jobs that finished before `before` are gone from lookups; their
     /// records expire with the topics' retention. Returns how many the journal holds.
     async fn cleanup(&self, before: DateTime<Utc>) -> conveyor_core::Result<u64> {
+        self.control.wait_ready(MARKS_PATIENCE).await;
         let before = before.timestamp_millis();
         let config = self.config().clone();
         let cleaned = self
@@ -108,6 +141,55 @@ impl KafkaEngine {
         self.control.add(mark);
         Ok(())
     }
+}
+
+/// The never-started jobs (attempt 0) of `queue` enqueued before `before` that no worker
+/// finished: past its groups' positions in the queue's topics and the schedule topic (jobs
+/// whose key lost, marked `duplicate` there, left out).
+fn never_started(config: &KafkaConfig, queue: &str, before: i64) -> Result<Vec<Envelope>, Error> {
+    let layout = &config.topics;
+    let mut places: Vec<(String, String)> = Level::ALL
+        .iter()
+        .map(|level| {
+            let group = match level {
+                Level::High => config.urgent_group(),
+                _ => config.group.clone(),
+            };
+            (layout.queue_at(queue, *level), group)
+        })
+        .collect();
+    places.push((layout.scheduled(), config.schedule_group()));
+    let mut found = Vec::new();
+    let mut duplicates = HashSet::new();
+    for (topic, group) in places {
+        let scanner = Scanner::new(config, &group)?;
+        let ranges: Vec<_> = scanner
+            .offsets_of(&topic)?
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.position(), p.high))
+            .collect();
+        scanner.read(&ranges, |_, _, _, record| {
+            if record.header(header::MARKER).and_then(Result::ok) == Some("duplicate") {
+                duplicates.extend(
+                    record
+                        .header(header::ID)
+                        .and_then(Result::ok)
+                        .and_then(|id| id.parse::<JobId>().ok()),
+                );
+                return;
+            }
+            if !Envelope::is_envelope(&record) {
+                return;
+            }
+            if let Ok(e) = Envelope::from_record(&record, conveyor_core::DEFAULT_QUEUE) {
+                if e.queue == queue && e.attempt == 0 && e.enqueued_at < before {
+                    found.push(e);
+                }
+            }
+        })?;
+    }
+    found.retain(|e| !duplicates.contains(&e.id));
+    Ok(found)
 }
 
 /// How many jobs the journal says completed or were cancelled in `[from, until)` (ms).

@@ -63,6 +63,15 @@ impl ControlTail {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Waits (up to `limit`) until [`ControlTail::is_ready`]: a lookup or an admin step
+    /// answers with every mark written before this handle started.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.is_ready() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Asks `question` of the marks read so far.
     pub fn with<R>(&self, question: impl FnOnce(&Book) -> R) -> R {
         let book = self.book.read().unwrap_or_else(|e| e.into_inner());

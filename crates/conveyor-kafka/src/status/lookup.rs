@@ -164,8 +164,8 @@ fn search_record(
 
 impl Found {
     /// The job as its entries, its record and the control marks tell; `None` when nothing
-    /// is known of it, or a purge or cleanup removed it.
-    pub fn info(self, id: JobId, book: &Book) -> Option<JobInfo> {
+    /// is known of it, or (with `hide_removed`) a purge or cleanup removed it.
+    pub fn info_of(&self, id: JobId, book: &Book, hide_removed: bool) -> Option<JobInfo> {
         let mut info = match (&self.envelope, self.entries.first()) {
             (Some(envelope), _) => waiting(envelope),
             (None, Some(first)) => unknown_record(id, first),
@@ -188,7 +188,7 @@ impl Found {
         }
         let never_started = self.entries.iter().all(|e| e.step != Step::Running);
         if let (Some(envelope), true) = (&self.envelope, never_started && unfinished) {
-            if book.is_purged(envelope) && info.state != JobState::Cancelled {
+            if hide_removed && book.is_purged(envelope) && info.state != JobState::Cancelled {
                 return None;
             }
         }
@@ -200,7 +200,7 @@ impl Found {
             JobState::Dead => finished_at.is_some_and(|at| book.is_dead_purged(at)),
             _ => false,
         };
-        (!gone).then_some(info)
+        (!(hide_removed && gone)).then_some(info)
     }
 }
 

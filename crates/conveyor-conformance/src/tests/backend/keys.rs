@@ -64,9 +64,12 @@ pub async fn idempotency_key_outlives_the_deleted_job(h: &dyn Harness) {
     let again = backend.enqueue(keyed("done")).await.expect("enqueue");
     assert!(again.duplicate, "{again:?}");
     assert_eq!((again.id, again.state), (done.id, JobState::Completed));
+    // Nothing new waits to run (an engine that keeps logs may still count the finished jobs).
     let stats = backend.stats().await.expect("stats");
     assert!(
-        stats.queue("keys").is_none(),
+        stats
+            .queue("keys")
+            .is_none_or(|q| q.available + q.scheduled + q.retryable == 0),
         "nothing new was stored: {stats:?}"
     );
 }
