@@ -51,12 +51,6 @@ async fn cancelled_scheduled_jobs_never_run_when_their_owner_is_killed_as_they_c
         "kafka://{address}?prefix=cancel{}.&partitions=3&session_timeout=6s",
         &tag[24..]
     );
-    let log_filter = "info,conveyor::commands=debug";
-    let mut logs: Vec<PathBuf> = Vec::new();
-    for i in 0..2 {
-        logs.push(dir.path().join(format!("worker-{i}.log")));
-        fleet.spawn_worker_with(&url, &logs[i], &[], log_filter);
-    }
     let conveyor = Conveyor::connect(&url).await.expect("connect");
     let jobs: Vec<NewJob> = (0..JOBS)
         .map(|n| NewJob::new("echo", json!({ "n": n })).run_in(DUE_IN))
@@ -82,6 +76,14 @@ async fn cancelled_scheduled_jobs_never_run_when_their_owner_is_killed_as_they_c
         Utc::now() < due,
         "the cancels took past the jobs' time: nothing is tested (a slower machine than {DUE_IN:?} allows)"
     );
+    // The workers start after the cancels (each a status lookup, slow on a durable broker
+    // that two workers keep busy) and own the schedule partitions by the jobs' time.
+    let log_filter = "info,conveyor::commands=debug";
+    let mut logs: Vec<PathBuf> = Vec::new();
+    for i in 0..2 {
+        logs.push(dir.path().join(format!("worker-{i}.log")));
+        fleet.spawn_worker_with(&url, &logs[i], &[], log_filter);
+    }
     // The blow lands as the jobs come due: a schedule owner dies while it would move them.
     let until_due = (due - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(until_due.saturating_sub(Duration::from_millis(300))).await;

@@ -21,9 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use conveyor_core::{
-    DeadLetter, DeadLetterList, JobInfo, JobState, PartitionLag, QueueStats, Statistics, Stats,
+    DeadLetter, DeadLetterList, JobId, JobInfo, JobState, PartitionLag, QueueStats, Statistics,
+    Stats,
 };
 
+use crate::control::counts::{adjust, stopped_waiting};
+use crate::control::Book;
 use crate::envelope::{header, payload_text};
 use crate::scan::{PartitionOffsets, Scanner};
 use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level, Record};
@@ -31,8 +34,12 @@ use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level, Record};
 #[async_trait]
 impl Statistics for KafkaEngine {
     async fn stats(&self) -> conveyor_core::Result<Stats> {
+        self.control
+            .wait_ready(crate::control::MARKS_PATIENCE)
+            .await;
         let config = self.config().clone();
-        blocking(move || stats(&config)).await
+        let book = self.control.with(Book::clone);
+        blocking(move || stats(&config, &book)).await
     }
 }
 
@@ -75,7 +82,7 @@ pub(crate) fn queue_of_record(config: &KafkaConfig, record: &Record) -> String {
         .unwrap_or_else(|| conveyor_core::DEFAULT_QUEUE.to_string())
 }
 
-fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
+fn stats(config: &KafkaConfig, book: &Book) -> Result<Stats, Error> {
     let scanner = Scanner::new(config, &config.group)?;
     let layout = &config.topics;
     let retry_names = layout.retry_topics();
@@ -112,21 +119,35 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
         |p| p.position(),
     );
     scanner.read(&pending_retries, |_, _, _, record| {
-        *retrying
-            .entry(queue_of_record(config, &record))
-            .or_default() += 1;
+        if !is_cancelled(book, &record) {
+            *retrying
+                .entry(queue_of_record(config, &record))
+                .or_default() += 1;
+        }
     })?;
-    let scheduled = count_scheduled(config, &schedule_topics)?;
+    let scheduled = count_scheduled(config, &schedule_topics, book)?;
     let mut dead: HashMap<String, u64> = HashMap::new();
     for letter in crate::dead::letters(config, None)? {
         *dead
             .entry(queue_of_record(config, &letter.record))
             .or_default() += 1;
     }
+    let waiting = stopped_waiting(&scanner, book, &offsets, |t| queue_of_topic(config, t))?;
     let queues = offsets
         .into_iter()
         .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
-    Ok(count(queues, &retrying, &scheduled, &dead))
+    let mut stats = count(queues, &retrying, &scheduled, &dead);
+    adjust(&mut stats, book, &waiting);
+    Ok(stats)
+}
+
+/// True when the record is of a job a user cancelled.
+fn is_cancelled(book: &Book, record: &Record) -> bool {
+    record
+        .header(header::ID)
+        .and_then(Result::ok)
+        .and_then(|id| id.parse::<JobId>().ok())
+        .is_some_and(|id| book.is_cancelled(id))
 }
 
 /// Delayed jobs not due yet, by queue: the schedule topic's records past the schedule group's
@@ -136,6 +157,7 @@ fn stats(config: &KafkaConfig) -> Result<Stats, Error> {
 fn count_scheduled(
     config: &KafkaConfig,
     topics: &[(String, Vec<i32>)],
+    book: &Book,
 ) -> Result<HashMap<String, (u64, u64)>, Error> {
     let mut scheduled: HashMap<String, (u64, u64)> = HashMap::new();
     if topics.is_empty() {
@@ -150,7 +172,11 @@ fn count_scheduled(
             .header(header::NOT_BEFORE)
             .and_then(Result::ok)
             .and_then(|t| t.parse::<i64>().ok());
-        if not_before.is_some_and(|at| at > now) {
+        // A cancelled or purged job is never moved to its queue (the mover drops it).
+        let stopped = book.latest_stop().is_some()
+            && Envelope::from_record(&record, conveyor_core::DEFAULT_QUEUE)
+                .is_ok_and(|e| book.stops(&e));
+        if not_before.is_some_and(|at| at > now) && !stopped {
             let counts = scheduled
                 .entry(queue_of_record(config, &record))
                 .or_default();

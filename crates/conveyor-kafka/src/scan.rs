@@ -194,7 +194,8 @@ impl Scanner {
 
     /// For each partition of `within`, the first offset holding a record written at or after
     /// `ms`, in one request: its log end when there is none, its log start when the broker
-    /// cannot look offsets up by time.
+    /// cannot look offsets up by time. Only a place to start reading from: tansu 0.6 answers
+    /// a time after its last record with offset 0, so an answer is never an end bound.
     pub fn offsets_at_time(
         &self,
         within: &[PartitionOffsets],

@@ -1,6 +1,6 @@
 //! The conformance suite, run against a real broker (tansu, via scripts/dev-broker): every
 //! group but the per-job lease one (Kafka's lease is group membership), from the same test
-//! bodies as SQLite; two capability properties are not proven on Kafka yet (below).
+//! bodies as SQLite; one capability property is not proven on Kafka yet (below).
 
 mod support;
 
@@ -64,9 +64,8 @@ impl Harness for KafkaHarness {
 
 engine_conformance_tests!(KafkaHarness);
 observe_conformance_tests!(KafkaHarness);
-// The capability group but two properties not proven on Kafka yet (docs/kafka-engine.md, "What
-// the Kafka engine does not have yet"): stats_are_true_and_purge_removes and
-// priorities_run_high_first.
+// The capability group but one property not proven on Kafka yet (docs/kafka-engine.md, "What
+// the Kafka engine does not have yet"): priorities_run_high_first.
 conformance_tests!(@each KafkaHarness;
     dead_letters_after_max_attempts_with_provenance,
     dead_letter_retry_all_and_purge,
@@ -79,5 +78,6 @@ conformance_tests!(@each KafkaHarness;
     graceful_shutdown_fetches_nothing_new,
     progress_is_visible_in_status,
     cleanup_removes_old_finished_jobs,
-    purge_keeps_jobs_waiting_for_a_retry
+    purge_keeps_jobs_waiting_for_a_retry,
+    stats_are_true_and_purge_removes
 );

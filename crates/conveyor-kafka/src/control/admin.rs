@@ -15,7 +15,7 @@ use crate::{Envelope, Error, KafkaConfig, KafkaEngine, Level};
 
 /// How long a lookup or an admin step waits for the marks written before its handle started
 /// (the control reader gives up on them after 30 s and says so in the log).
-const MARKS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const MARKS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl KafkaEngine {
     /// The state of job `id` as its journal and record say, also when a cleanup or purge
@@ -75,7 +75,17 @@ impl Control for KafkaEngine {
             });
         }
         let at = now_ms();
-        self.mark(Mark::Cancel { id, at }).await?;
+        let holds_record = matches!(
+            info.state,
+            JobState::Available | JobState::Running | JobState::Retryable
+        );
+        self.mark(Mark::Cancel {
+            id,
+            at,
+            queue: Some(info.queue.clone()),
+            holds_record,
+        })
+        .await?;
         let step = if info.state == JobState::Running {
             info.cancel_requested = true;
             Step::CancelRequested
@@ -96,20 +106,23 @@ impl Control for KafkaEngine {
         let config = self.config().clone();
         let control = self.control.clone();
         let queue_name = queue.to_string();
-        let count = blocking(move || {
-            let ids = never_started(&config, &queue_name, before)?;
+        let (count, waiting) = blocking(move || {
+            let found = never_started(&config, &queue_name, before)?;
             Ok(control.with(|book| {
-                ids.iter()
-                    .filter(|e| !book.stops(e))
-                    .map(|e| e.id)
-                    .collect::<HashSet<_>>()
-                    .len() as u64
+                let live = || found.iter().filter(|(e, _)| !book.stops(e));
+                let all: HashSet<JobId> = live().map(|(e, _)| e.id).collect();
+                let waiting: HashSet<JobId> = live()
+                    .filter(|(_, queued)| *queued)
+                    .map(|(e, _)| e.id)
+                    .collect();
+                (all.len() as u64, waiting.len() as u64)
             }))
         })
         .await?;
         self.mark(Mark::Purge {
             queue: queue.to_string(),
             before,
+            waiting,
         })
         .await?;
         Ok(count)
@@ -145,8 +158,13 @@ impl KafkaEngine {
 
 /// The never-started jobs (attempt 0) of `queue` enqueued before `before` that no worker
 /// finished: past its groups' positions in the queue's topics and the schedule topic (jobs
-/// whose key lost, marked `duplicate` there, left out).
-fn never_started(config: &KafkaConfig, queue: &str, before: i64) -> Result<Vec<Envelope>, Error> {
+/// whose key lost, marked `duplicate` there, left out); each with whether it is in a queue
+/// topic (else the schedule topic).
+fn never_started(
+    config: &KafkaConfig,
+    queue: &str,
+    before: i64,
+) -> Result<Vec<(Envelope, bool)>, Error> {
     let layout = &config.topics;
     let mut places: Vec<(String, String)> = Level::ALL
         .iter()
@@ -158,7 +176,8 @@ fn never_started(config: &KafkaConfig, queue: &str, before: i64) -> Result<Vec<E
             (layout.queue_at(queue, *level), group)
         })
         .collect();
-    places.push((layout.scheduled(), config.schedule_group()));
+    let schedule = layout.scheduled();
+    places.push((schedule.clone(), config.schedule_group()));
     let mut found = Vec::new();
     let mut duplicates = HashSet::new();
     for (topic, group) in places {
@@ -168,6 +187,7 @@ fn never_started(config: &KafkaConfig, queue: &str, before: i64) -> Result<Vec<E
             .iter()
             .map(|p| (p.topic.clone(), p.partition, p.position(), p.high))
             .collect();
+        let queued = topic != schedule;
         scanner.read(&ranges, |_, _, _, record| {
             if record.header(header::MARKER).and_then(Result::ok) == Some("duplicate") {
                 duplicates.extend(
@@ -183,12 +203,12 @@ fn never_started(config: &KafkaConfig, queue: &str, before: i64) -> Result<Vec<E
             }
             if let Ok(e) = Envelope::from_record(&record, conveyor_core::DEFAULT_QUEUE) {
                 if e.queue == queue && e.attempt == 0 && e.enqueued_at < before {
-                    found.push(e);
+                    found.push((e, queued));
                 }
             }
         })?;
     }
-    found.retain(|e| !duplicates.contains(&e.id));
+    found.retain(|(e, _)| !duplicates.contains(&e.id));
     Ok(found)
 }
 

@@ -14,13 +14,15 @@
 //! so a job cancelled before a worker (re)starts never runs there.
 
 mod admin;
+pub(crate) mod counts;
 mod tail;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use conveyor_core::JobId;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use admin::MARKS_PATIENCE;
 pub(crate) use tail::ControlTail;
 
 use crate::{Envelope, Record};
@@ -35,6 +37,14 @@ pub(crate) enum Mark {
         id: JobId,
         /// When it was asked, ms since the epoch.
         at: i64,
+        /// The job's queue (for the counts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
+        /// True when a record of the job in a queue topic or a retry tier will be finished as
+        /// cancelled (it waited, ran or retried when cancelled; a scheduled one is never
+        /// moved to its queue): the counts take it from `completed`.
+        #[serde(default)]
+        holds_record: bool,
     },
     /// Never-started jobs of `queue` enqueued before `before` must not run.
     Purge {
@@ -42,6 +52,9 @@ pub(crate) enum Mark {
         queue: String,
         /// ms since the epoch.
         before: i64,
+        /// How many of them waited in the queue's topics then (for the counts).
+        #[serde(default)]
+        waiting: u64,
     },
     /// Completed and cancelled jobs finished before `before` are gone.
     Cleanup {
@@ -71,12 +84,21 @@ impl Mark {
     }
 }
 
-/// Every mark read so far, as the questions workers and lookups ask.
-#[derive(Debug, Default)]
+/// Every mark read so far, as the questions workers, lookups and counts ask.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Book {
     /// When each cancelled job was cancelled (ms since the epoch).
     cancelled: HashMap<JobId, i64>,
+    /// Per queue: jobs cancelled, and of them those holding a queue or retry record.
+    cancelled_in: HashMap<String, (u64, u64)>,
     purged: HashMap<String, i64>,
+    /// Per queue: jobs purged while they waited in the queue's topics.
+    purged_waiting: HashMap<String, u64>,
+    /// The purges taken into account, (queue, before): a handle adds its own marks when it
+    /// writes them and again when its reader reads them.
+    purges: HashSet<(String, i64)>,
+    /// The latest cancel or purge (ms since the epoch).
+    latest_stop: Option<i64>,
     cleanup_before: Option<i64>,
     dead_purged_before: Option<i64>,
 }
@@ -85,12 +107,35 @@ impl Book {
     /// Takes `mark` into account.
     pub fn add(&mut self, mark: Mark) {
         match mark {
-            Mark::Cancel { id, at } => {
-                self.cancelled.entry(id).or_insert(at);
+            Mark::Cancel {
+                id,
+                at,
+                queue,
+                holds_record,
+            } => {
+                if self.cancelled.insert(id, at).is_some() {
+                    return; // a second cancel of one job counts once
+                }
+                let counts = self
+                    .cancelled_in
+                    .entry(queue.unwrap_or_default())
+                    .or_default();
+                counts.0 += 1;
+                counts.1 += u64::from(holds_record);
+                self.latest_stop = Some(self.latest_stop.unwrap_or(at).max(at));
             }
-            Mark::Purge { queue, before } => {
+            Mark::Purge {
+                queue,
+                before,
+                waiting,
+            } => {
+                if !self.purges.insert((queue.clone(), before)) {
+                    return;
+                }
+                *self.purged_waiting.entry(queue.clone()).or_default() += waiting;
                 let latest = self.purged.entry(queue).or_insert(before);
                 *latest = (*latest).max(before);
+                self.latest_stop = Some(self.latest_stop.unwrap_or(before).max(before));
             }
             Mark::Cleanup { before } => {
                 self.cleanup_before = Some(self.cleanup_before.unwrap_or(before).max(before));
@@ -127,6 +172,22 @@ impl Book {
         self.is_cancelled(envelope.id) || self.is_purged(envelope)
     }
 
+    /// When the latest cancel or purge was written (ms since the epoch): no record written
+    /// after it can be stopped.
+    pub fn latest_stop(&self) -> Option<i64> {
+        self.latest_stop
+    }
+
+    /// Per queue, (jobs cancelled, of them those holding a queue or retry record).
+    pub fn cancelled_in(&self) -> &HashMap<String, (u64, u64)> {
+        &self.cancelled_in
+    }
+
+    /// Per queue, the jobs purges found waiting in the queue's topics.
+    pub fn purged_waiting(&self) -> &HashMap<String, u64> {
+        &self.purged_waiting
+    }
+
     /// The latest cleanup's time (ms since the epoch), if any.
     pub fn cleanup_before(&self) -> Option<i64> {
         self.cleanup_before
@@ -160,14 +221,36 @@ mod tests {
     #[test]
     fn marks_round_trip_with_stable_names() {
         let id = JobId::new();
-        let mark = Mark::Cancel { id, at: 5 };
+        let mark = Mark::Cancel {
+            id,
+            at: 5,
+            queue: Some("q".into()),
+            holds_record: true,
+        };
         let record = mark.to_record();
         let text = String::from_utf8(record.value.clone().unwrap_or_default()).unwrap_or_default();
-        assert_eq!(text, format!(r#"{{"mark":"cancel","id":"{id}","at":5}}"#));
+        assert_eq!(
+            text,
+            format!(r#"{{"mark":"cancel","id":"{id}","at":5,"queue":"q","holds_record":true}}"#)
+        );
+        // A mark written without the count fields reads as holding nothing.
+        let bare = Record {
+            value: Some(format!(r#"{{"mark":"cancel","id":"{id}","at":5}}"#).into_bytes()),
+            ..Record::default()
+        };
+        assert!(matches!(
+            Mark::from_record(&bare),
+            Some(Mark::Cancel {
+                queue: None,
+                holds_record: false,
+                ..
+            })
+        ));
         assert_eq!(Mark::from_record(&record), Some(mark));
         let purge = Mark::Purge {
             queue: "q".into(),
             before: 9,
+            waiting: 2,
         };
         assert_eq!(Mark::from_record(&purge.to_record()), Some(purge));
         assert_eq!(Mark::from_record(&Record::default()), None);
@@ -176,10 +259,15 @@ mod tests {
     #[test]
     fn a_purge_stops_only_never_started_jobs_enqueued_before_it() {
         let mut book = Book::default();
-        book.add(Mark::Purge {
+        let purge = Mark::Purge {
             queue: "q".into(),
             before: 100,
-        });
+            waiting: 1,
+        };
+        book.add(purge.clone());
+        book.add(purge);
+        assert_eq!(book.purged_waiting().get("q"), Some(&1), "counted once");
+        assert_eq!(book.latest_stop(), Some(100));
         assert!(book.stops(&envelope("q", 99, 0)));
         assert!(!book.stops(&envelope("q", 100, 0)), "enqueued after");
         assert!(!book.stops(&envelope("q", 50, 1)), "waits for a retry");
@@ -191,8 +279,16 @@ mod tests {
         let mut book = Book::default();
         let e = envelope("q", 1, 0);
         assert!(!book.stops(&e));
-        book.add(Mark::Cancel { id: e.id, at: 2 });
+        let cancel = Mark::Cancel {
+            id: e.id,
+            at: 2,
+            queue: Some("q".into()),
+            holds_record: true,
+        };
+        book.add(cancel.clone());
+        book.add(cancel);
         assert!(book.stops(&e));
+        assert_eq!(book.cancelled_in().get("q"), Some(&(1, 1)), "counted once");
         book.add(Mark::Cleanup { before: 10 });
         book.add(Mark::Cleanup { before: 5 });
         assert!(book.is_cleaned(9));

@@ -82,6 +82,19 @@ fn catch_up(consumer: &LaneConsumer, shared: &Shared) {
     }
 }
 
+/// True when a user cancelled the job or purged its queue (the cancel wrote its status entry).
+fn stopped(shared: &Shared, pending: &Pending) -> bool {
+    let envelope = &pending.envelope;
+    let (cancelled, purged) = shared
+        .sidecars
+        .control
+        .with(|book| (book.is_cancelled(envelope.id), book.is_purged(envelope)));
+    if cancelled {
+        tracing::debug!(job = %envelope.id, "cancelled before its time: not moved to its queue");
+    }
+    cancelled || purged
+}
+
 /// Moves the delayed jobs due now to their queues' topics, and carries those due far ahead
 /// that hold a partition's commit, concurrently. A job whose move or carry the broker refused
 /// waits again and is tried at the next pass. Returns the next due time, and whether the
@@ -90,7 +103,12 @@ async fn move_due(shared: &Shared) -> (Option<i64>, bool) {
     let due = shared.state().take_due_scheduled(now_ms());
     let carries = shared.state().take_carries(now_ms());
     let moves = due.into_iter().map(|pending| async move {
-        let sent = send_to_queue(shared, &pending).await;
+        let sent = match stopped(shared, &pending) {
+            // Cancelled or purged before its time: it never reaches its queue, and is done
+            // here as if moved (its key stays held by it).
+            true => Ok(()),
+            false => send_to_queue(shared, &pending).await,
+        };
         if sent.is_ok() {
             let envelope = &pending.envelope;
             mark(

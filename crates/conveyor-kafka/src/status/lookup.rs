@@ -3,8 +3,8 @@
 //! - Entries: the job's journal partition from its enqueue time (the UUIDv7's time, less
 //!   [`SKEW`]) to the log end.
 //! - Record: where its last `running` entry says it ran from; a job that never started is
-//!   looked for in its queue topics, the schedule topic and the ingest topics around its
-//!   enqueue time (± [`SKEW`]), then from there to the log end.
+//!   looked for in its queue topics, the schedule topic and the ingest topics from its enqueue
+//!   time (less [`SKEW`]) to the log end.
 //!
 //! The control marks (cancel, purge, cleanup) then say what became of a job no worker
 //! finished yet.
@@ -102,8 +102,7 @@ fn decode(config: &KafkaConfig, topic: &str, record: &Record) -> Option<Envelope
     ingest.decoder.decode(record, now_ms()).ok()
 }
 
-/// Looks for the record of a job that never started: near its enqueue time first, then on to
-/// the log end (a job whose id was made long before it was enqueued).
+/// Looks for the record of a job that never started, from its enqueue time to the log end.
 fn search_record(
     config: &KafkaConfig,
     scanner: &Scanner,
@@ -129,37 +128,25 @@ fn search_record(
             .map(|p| ((p.topic.clone(), p.partition), p.low))
             .collect(),
     };
-    let near = match since {
-        Some(ms) => Some(scanner.offsets_at_time(&offsets, ms + 2 * SKEW)?),
-        None => None,
-    };
-    for until in [near, None] {
-        let last = until.is_none();
-        let ranges: Vec<_> = offsets
-            .iter()
-            .map(|p| {
-                let at = (p.topic.clone(), p.partition);
-                let start = starts.get(&at).copied().unwrap_or(p.low);
-                let end = until
-                    .as_ref()
-                    .and_then(|u| u.get(&at).copied())
-                    .unwrap_or(p.high);
-                (p.topic.clone(), p.partition, start, end)
-            })
-            .collect();
-        let wanted = id.to_string();
-        let mut found = None;
-        scanner.read(&ranges, |topic, _, _, r| {
-            let ours = r.header(header::ID).and_then(Result::ok) == Some(wanted.as_str());
-            if found.is_none() && ours {
-                found = decode(config, topic, &r);
-            }
-        })?;
-        if found.is_some() || last {
-            return Ok(found);
+    // One pass to the log end: a broker's offset for a time is a start, never an end bound
+    // (see Scanner::offsets_at_time).
+    let ranges: Vec<_> = offsets
+        .iter()
+        .map(|p| {
+            let at = (p.topic.clone(), p.partition);
+            let start = starts.get(&at).copied().unwrap_or(p.low);
+            (p.topic.clone(), p.partition, start, p.high)
+        })
+        .collect();
+    let wanted = id.to_string();
+    let mut found = None;
+    scanner.read(&ranges, |topic, _, _, r| {
+        let ours = r.header(header::ID).and_then(Result::ok) == Some(wanted.as_str());
+        if found.is_none() && ours {
+            found = decode(config, topic, &r);
         }
-    }
-    Ok(None)
+    })?;
+    Ok(found)
 }
 
 impl Found {

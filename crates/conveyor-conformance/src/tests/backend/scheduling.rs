@@ -18,7 +18,8 @@ pub async fn scheduled_jobs_never_fire_early(h: &dyn Harness) {
         Utc::now()
     }));
     let worker = start(&backend, registry, test_config());
-    let job = NewJob::new("stamp", json!({})).run_in(Duration::from_millis(700));
+    // Far enough ahead for a status lookup on a loaded broker to answer before it is due.
+    let job = NewJob::new("stamp", json!({})).run_in(Duration::from_secs(3));
     let run_at = job.run_at.expect("run_at set");
     let enqueued = backend.enqueue(job).await.expect("enqueue");
     assert_eq!(enqueued.state, JobState::Scheduled);
