@@ -112,8 +112,13 @@ async fn cancelled_scheduled_jobs_never_run_when_their_owner_is_killed_as_they_c
         tokio::time::sleep(Duration::from_millis(300)).await;
         runs = starts(&logs);
     }
-    // A moment for a cancelled job that would (wrongly) run just after the kept ones.
+    // A moment for a cancelled job that would (wrongly) run just after the kept ones; then
+    // the workers stop, so the status lookups below do not wait behind them on the broker.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for worker in fleet.workers.iter_mut().flatten() {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
     let runs = starts(&logs);
     for (_, job) in &cancelled {
         assert!(

@@ -240,12 +240,14 @@ impl KafkaEngine {
         self.producer.ensure_topics(&ingest).await?;
         self.producer.ensure_topics(&dead_letters).await?;
         fresh.extend(ingest);
+        let high_topics_exist = self.high_topics_exist(&fetch.queues).await;
         let subscription = Subscription {
             fresh,
             retry: layout.retry_topics(),
             urgent: pattern(Level::High),
             schedule: vec![layout.scheduled()],
             queues: fetch.queues.clone(),
+            high_topics_exist,
         };
         let session = Arc::new(Session::start(
             &self.config,
@@ -259,6 +261,25 @@ impl KafkaEngine {
         )?);
         sessions.insert(fetch.owner.clone(), session.clone());
         Ok(session)
+    }
+}
+
+impl KafkaEngine {
+    /// True when a high-priority topic of `queues` (empty: any queue) exists; true also when
+    /// the broker's topics cannot be listed (the start gate then waits its bounded time).
+    async fn high_topics_exist(&self, queues: &[String]) -> bool {
+        let names = match self.producer.topic_names().await {
+            Ok(names) => names,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot list the topics: assuming high-priority ones exist");
+                return true;
+            }
+        };
+        let layout = &self.config.topics;
+        names.iter().any(|t| match layout.level_of(t) {
+            Some((queue, Level::High)) => queues.is_empty() || queues.iter().any(|q| q == queue),
+            _ => false,
+        })
     }
 }
 

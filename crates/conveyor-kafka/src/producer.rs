@@ -146,6 +146,26 @@ impl Producer {
         Ok(())
     }
 
+    /// The names of every topic of the cluster.
+    pub async fn topic_names(&self) -> Result<Vec<String>, Error> {
+        let producer = self.current();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect())
+        })
+        .await
+        .map_err(|e| Error::Topic {
+            topic: "-".into(),
+            reason: format!("metadata task failed: {e}"),
+        })?
+    }
+
     /// How many partitions `topic` has (from the cluster's metadata).
     pub async fn partition_count(&self, topic: &str) -> Result<usize, Error> {
         let producer = self.current();

@@ -50,6 +50,8 @@ pub(crate) struct Subscription {
     /// from shared topics (the retry tiers, an ingest topic, a record naming another queue)
     /// are moved to their queue's topic, for that queue's workers.
     pub queues: Vec<String>,
+    /// High-priority topics of these queues existed at the start (see intake/gate.rs).
+    pub high_topics_exist: bool,
 }
 
 /// A running consumer session.
@@ -74,7 +76,13 @@ impl Session {
         topics: &Subscription,
         sidecars: Sidecars,
     ) -> Result<Self, Error> {
-        let shared = Arc::new(Shared::new(config, producer, waker, sidecars));
+        let shared = Arc::new(Shared::new(
+            config,
+            producer,
+            waker,
+            sidecars,
+            topics.high_topics_exist,
+        ));
         let groups = [
             (Lane::Fresh, config.group.clone(), &topics.fresh),
             (Lane::Urgent, config.urgent_group(), &topics.urgent),
@@ -122,6 +130,14 @@ impl Session {
         stored.into_iter().collect::<Result<(), Error>>()?;
         // Finished work may have made room in the buffers: let the poll loops read again.
         self.shared.nudge();
+        let urgent = self
+            .lanes
+            .iter()
+            .find(|(lane, _)| *lane == Lane::Urgent)
+            .map(|(_, consumer)| consumer.as_ref());
+        if !self.shared.start_gate.is_open(urgent) {
+            return Ok(Vec::new()); // high-priority jobs may still be on their way
+        }
         let control = &self.shared.sidecars.control;
         if !control.is_ready() {
             // Marks written before this handle started are not all read: a job cancelled then
@@ -508,6 +524,7 @@ mod tests {
             urgent: vec![],
             schedule: vec![],
             queues: vec![],
+            high_topics_exist: false,
         };
         mock.create_topic(&config.topics.control(), 1, 1)
             .expect("topic");

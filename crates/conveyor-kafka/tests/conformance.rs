@@ -1,6 +1,6 @@
 //! The conformance suite, run against a real broker (tansu, via scripts/dev-broker): every
 //! group but the per-job lease one (Kafka's lease is group membership), from the same test
-//! bodies as SQLite; one capability property is not proven on Kafka yet (below).
+//! bodies as SQLite.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use conveyor_conformance::{
-    conformance_tests, engine_conformance_tests, observe_conformance_tests, EngineHarness,
+    backend_conformance_tests, engine_conformance_tests, observe_conformance_tests, EngineHarness,
     EngineSite, Harness, Site,
 };
 use conveyor_core::{Backend, Engine};
@@ -64,20 +64,4 @@ impl Harness for KafkaHarness {
 
 engine_conformance_tests!(KafkaHarness);
 observe_conformance_tests!(KafkaHarness);
-// The capability group but one property not proven on Kafka yet (docs/kafka-engine.md, "What
-// the Kafka engine does not have yet"): priorities_run_high_first.
-conformance_tests!(@each KafkaHarness;
-    dead_letters_after_max_attempts_with_provenance,
-    dead_letter_retry_all_and_purge,
-    scheduled_jobs_never_fire_early,
-    cancel_before_start,
-    cancel_while_running,
-    idempotency_key_holds_across_handles,
-    idempotency_key_outlives_the_deleted_job,
-    same_job_id_is_stored_once,
-    graceful_shutdown_fetches_nothing_new,
-    progress_is_visible_in_status,
-    cleanup_removes_old_finished_jobs,
-    purge_keeps_jobs_waiting_for_a_retry,
-    stats_are_true_and_purge_removes
-);
+backend_conformance_tests!(KafkaHarness);

@@ -15,11 +15,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
 mod claims;
+mod gate;
 mod notes;
 mod records;
 mod refetch;
 mod schedule;
 
+use gate::StartGate;
 use records::dead_letter_poison;
 pub use records::record_of;
 pub(crate) use records::{decode, origin, poison_letter, provenance, read_message};
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     schedule_wake: Notify,
     /// The engine handle's status journal and control marks.
     pub sidecars: Sidecars,
+    /// Holds hand-outs until the urgent lane read the high topics (see gate.rs).
+    pub start_gate: StartGate,
 }
 
 /// What a session shares with its engine handle: the status journal it writes each job's
@@ -71,6 +75,7 @@ impl Shared {
         producer: Arc<Producer>,
         waker: Arc<Notify>,
         sidecars: Sidecars,
+        high_topics_exist: bool,
     ) -> Self {
         Shared {
             state: Mutex::new(State::default()),
@@ -80,6 +85,7 @@ impl Shared {
             timers: std::array::from_fn(|_| Notify::new()),
             schedule_wake: Notify::new(),
             sidecars,
+            start_gate: StartGate::new(high_topics_exist),
         }
     }
 
@@ -161,6 +167,9 @@ impl ConsumerContext for LaneContext {
             let assigned = partitions(list);
             tracing::info!(partitions = assigned.len(), lane = ?self.lane, "partitions assigned");
             let positions = starting_positions(consumer, list);
+            if self.lane == Lane::Urgent {
+                self.shared.start_gate.urgent_joined();
+            }
             let mut state = self.shared.state();
             state.assign(&assigned, self.lane);
             for (tp, position) in &positions {
