@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use conveyor::{handler_fn, Engine, NewJob, Outcome, Registry, Worker, WorkerConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -180,19 +180,9 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    let style =
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style.progress_chars("=> "));
-    bar.set_message(what.to_string());
-    bar
-}
-
 /// Enqueues `jobs` no-op jobs in batches of 1000; returns jobs per second.
 async fn enqueue_noops(engine: &Arc<dyn Engine>, jobs: usize) -> Result<f64> {
-    let bar = progress(jobs, "enqueue");
+    let bar = crate::output::progress_bar(jobs, "enqueue");
     let started = Instant::now();
     enqueue_in_batches(
         engine,
@@ -284,7 +274,7 @@ async fn drain_counted(
             ..WorkerConfig::default()
         },
     );
-    let bar = progress(jobs, label);
+    let bar = crate::output::progress_bar(jobs, label);
     let watcher = bar.clone();
     let first = Arc::new(std::sync::OnceLock::<Instant>::new());
     let first_seen = first.clone();
@@ -322,7 +312,7 @@ async fn round_trips(engine: &Arc<dyn Engine>, jobs: usize) -> Result<(Vec<f64>,
     tokio::time::timeout(Duration::from_secs(60), started_rx.recv())
         .await
         .context("the warm-up job did not start within 60 s")?;
-    let bar = progress(jobs, "latency");
+    let bar = crate::output::progress_bar(jobs, "latency");
     let mut samples = Vec::with_capacity(jobs);
     let all = Instant::now();
     for _ in 0..jobs {

@@ -68,6 +68,10 @@ pub enum Command {
     Purge(PurgeArgs),
     /// Delete completed and cancelled jobs that finished long enough ago.
     Cleanup(CleanupArgs),
+    /// Move every waiting, scheduled, retrying and dead job and every cron entry from one
+    /// backend to another (e.g. from the embedded SQLite file to Kafka). Stop the source's
+    /// workers first. Safe to interrupt and run again: each job arrives once.
+    Migrate(MigrateArgs),
     /// Built-in load generator: jobs/s and latency percentiles.
     Bench(crate::bench::BenchArgs),
 }
@@ -307,4 +311,21 @@ mod tests {
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// Arguments of `conveyor migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The backend to move jobs out of (default: `--backend`), e.g. `sqlite://conveyor.db`.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The backend to move them into, e.g. `kafka://127.0.0.1:9092`.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Jobs per batch: each batch is stored by the target, then removed from the source.
+    #[arg(long, default_value_t = NonZeroUsize::new(conveyor::DEFAULT_BATCH).unwrap_or(NonZeroUsize::MIN), value_name = "N")]
+    pub batch: NonZeroUsize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Inspect, Schedules, Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Export, Import, Inspect, Schedules,
+    Statistics,
 };
 
 /// The capabilities an engine offers beyond the core trait; `None` where it has none. An
@@ -23,10 +24,15 @@ pub struct Capabilities {
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Recurring schedules (and the cron scheduler that fires them).
     pub schedules: Option<Arc<dyn Schedules>>,
+    /// Handing jobs over to another engine (the source of `conveyor migrate`).
+    pub export: Option<Arc<dyn Export>>,
+    /// Taking in jobs from another engine (the target of `conveyor migrate`).
+    pub import: Option<Arc<dyn Import>>,
 }
 
 impl Capabilities {
-    /// Every capability, from an engine that has them all.
+    /// Every capability of a [`Backend`]; an engine adds [`Export`] or [`Import`] when it
+    /// has them.
     pub fn all(backend: &Arc<dyn Backend>) -> Self {
         Capabilities {
             inspect: Some(backend.clone()),
@@ -35,6 +41,8 @@ impl Capabilities {
             dead_letter_list: Some(backend.clone()),
             dead_letters: Some(backend.clone()),
             schedules: Some(backend.clone().as_schedules()),
+            export: None,
+            import: None,
         }
     }
 }

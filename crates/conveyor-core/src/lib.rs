@@ -3,8 +3,9 @@
 //!
 //! This crate has no storage dependency. An engine (SQLite, Kafka, ...) implements [`Engine`]
 //! (enqueue, fetch, record outcomes) plus the capability traits it can offer ([`Inspect`],
-//! [`Statistics`], [`Control`], [`DeadLetterList`], [`DeadLetters`], [`Schedules`]); the
-//! [`Worker`] runtime drives any engine through the core trait.
+//! [`Statistics`], [`Control`], [`DeadLetterList`], [`DeadLetters`], [`Schedules`]; [`Export`]
+//! and [`Import`] for moving jobs between engines); the [`Worker`] runtime drives any engine
+//! through the core trait.
 
 mod builtin;
 mod capabilities;
@@ -14,6 +15,7 @@ mod error;
 mod events;
 mod handler;
 mod job;
+mod moving;
 mod retry;
 mod worker;
 
@@ -32,5 +34,6 @@ pub use job::{
     PartitionLag, QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_QUEUE,
 };
+pub use moving::{Export, Import, Imported, Transfer};
 pub use retry::Backoff;
 pub use worker::{EventObserver, Worker, WorkerConfig};

@@ -36,6 +36,8 @@ pub struct KafkaEngine {
     sent: crate::sent::SentIds,
     /// Idle clients of status lookups.
     pub(crate) scanners: Arc<std::sync::Mutex<Vec<crate::scan::Scanner>>>,
+    /// The import journal, once an import read it (see src/import.rs).
+    pub(crate) imports: std::sync::Mutex<Option<crate::import::Listed>>,
 }
 
 /// How long a start-up waits for a broker that drops its connections (a busy or restarting
@@ -73,6 +75,7 @@ impl KafkaEngine {
         shared.push(layout.dead_retried());
         shared.push(layout.cron());
         shared.push(layout.control());
+        shared.push(layout.imports());
         ensure_at_start(&producer, &shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
@@ -80,6 +83,7 @@ impl KafkaEngine {
             control: Arc::new(ControlTail::start(&config)?),
             journal: Journal::start(producer.clone(), layout.status()),
             scanners: Arc::default(),
+            imports: std::sync::Mutex::new(None),
             sent: crate::sent::SentIds::default(),
             config,
             producer,
@@ -88,10 +92,14 @@ impl KafkaEngine {
         })
     }
 
-    /// Every capability: the Kafka engine is a full [`conveyor_core::Backend`].
+    /// Every capability: the Kafka engine is a full [`conveyor_core::Backend`], and takes in
+    /// jobs moved from another engine.
     pub fn capabilities(self: &Arc<Self>) -> conveyor_core::Capabilities {
         let backend: Arc<dyn conveyor_core::Backend> = self.clone();
-        conveyor_core::Capabilities::all(&backend)
+        conveyor_core::Capabilities {
+            import: Some(self.clone()),
+            ..conveyor_core::Capabilities::all(&backend)
+        }
     }
 
     /// The settings this engine uses.
@@ -107,7 +115,7 @@ impl KafkaEngine {
     /// The topic of a job: the schedule topic while it is not due (its workers move it to its
     /// queue's topic at its time) or while its idempotency key is not checked (it moves only if
     /// it wins the key), else its queue's topic at its priority level.
-    fn topic_of(&self, envelope: &Envelope, now: i64) -> String {
+    pub(crate) fn topic_of(&self, envelope: &Envelope, now: i64) -> String {
         let layout = &self.config.topics;
         if goes_to_schedule(envelope, now) {
             return layout.scheduled();

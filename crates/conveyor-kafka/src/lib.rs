@@ -15,6 +15,7 @@ pub mod delivery;
 mod engine;
 pub mod envelope;
 mod error;
+mod import;
 pub mod ingest;
 mod inspect;
 mod intake;

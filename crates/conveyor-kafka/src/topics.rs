@@ -163,6 +163,12 @@ impl TopicLayout {
         format!("{}control", self.prefix)
     }
 
+    /// The import journal of `conveyor migrate`, one partition: `{prefix}imports` (see
+    /// `src/import.rs`).
+    pub fn imports(&self) -> String {
+        format!("{}imports", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

@@ -54,7 +54,10 @@ impl SqliteEngine {
     /// What this engine offers beyond the core trait: every capability.
     pub fn capabilities(self: &Arc<Self>) -> conveyor_core::Capabilities {
         let backend: Arc<dyn conveyor_core::Backend> = self.clone();
-        conveyor_core::Capabilities::all(&backend)
+        conveyor_core::Capabilities {
+            export: Some(self.clone()),
+            ..conveyor_core::Capabilities::all(&backend)
+        }
     }
 
     /// Opens the file at `path` with default settings.

@@ -11,6 +11,7 @@ mod config;
 mod cron;
 mod engine;
 mod error;
+mod export;
 mod rows;
 mod schema;
 mod store;

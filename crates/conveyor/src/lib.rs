@@ -19,6 +19,10 @@
 //! # Ok(()) }
 //! ```
 
+mod migrate;
+
+pub use migrate::{Migration, DEFAULT_BATCH};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

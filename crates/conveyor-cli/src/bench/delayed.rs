@@ -12,7 +12,8 @@ use chrono::Utc;
 use conveyor::{handler_fn, Engine, JobId, NewJob, Outcome, Registry};
 use serde::Deserialize;
 
-use super::{progress, Background};
+use super::Background;
+use crate::output::progress_bar as progress;
 
 /// How long after the enqueue starts the first job is due: the whole batch is enqueued by
 /// then on any engine this bench runs on (10k jobs take well under a second).

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{enqueue_in_batches, progress, Background};
+use super::{enqueue_in_batches, Background};
+use crate::output::progress_bar as progress;
 
 /// A paced stream: how many jobs, how fast.
 #[derive(Debug, Clone, Copy)]

@@ -12,9 +12,8 @@ use anyhow::{Context, Result};
 use conveyor::{Engine, Handler, JobContext, NewJob, Outcome, Registry};
 use conveyor_handlers::{CommandSpec, Pool, PoolConfig, Runner};
 
-use super::{
-    drain, drain_counted, enqueue_in_batches, enqueue_noops, progress, BenchResult, Workload,
-};
+use super::{drain, drain_counted, enqueue_in_batches, enqueue_noops, BenchResult, Workload};
+use crate::output::progress_bar as progress;
 
 const PY_LIB: &str = include_str!("../../../../examples/workers/python/conveyor_worker.py");
 const PHP_CONSUMER: &str =

@@ -5,6 +5,7 @@ mod cron;
 mod dlq;
 mod enqueue;
 mod jobs;
+mod migrate;
 mod serve;
 
 use std::future::Future;
@@ -135,6 +136,7 @@ pub async fn run(
         Command::Dlq(command) => Box::pin(dlq::run(ctx, command)),
         Command::Cron(command) => Box::pin(cron::run(ctx, command)),
         Command::Config(command) => Box::pin(config::run(ctx, command)),
+        Command::Migrate(args) => Box::pin(migrate::migrate(ctx, args)),
         Command::Bench(args) => Box::pin(crate::bench::run(&ctx.backend_url, args)),
     };
     tokio::select! {

@@ -275,6 +275,11 @@ fn apply(info: &mut JobInfo, entry: &Entry) {
             info.finished_at = None;
         }
         Step::Progress => info.progress = entry.progress.clone(),
+        // A moved job that failed before waits for its next attempt, as it did where it was.
+        Step::Moved if info.state == JobState::Scheduled && entry.error.is_some() => {
+            info.state = JobState::Retryable;
+        }
+        Step::Moved => {}
     }
     if let Some(error) = &entry.error {
         info.last_error = Some(error.clone());

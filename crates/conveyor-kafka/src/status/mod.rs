@@ -44,6 +44,9 @@ pub(crate) enum Step {
     CancelRequested,
     /// The job waits again for its first attempt of a new series (a dead letter retried).
     Available,
+    /// The job was moved in from another engine (`conveyor migrate`); its record is at
+    /// `record`, its last error in `error`.
+    Moved,
     /// The handler reported progress (entries written before steps existed have no `step`).
     #[default]
     Progress,

@@ -1,0 +1,87 @@
+//! The source side of `conveyor migrate` on a real file: what [`Export`] lists and removes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conveyor_core::{Completion, Engine, Export, Fetch, JobState, NewJob, Report, Statistics};
+use conveyor_sqlite::SqliteEngine;
+use serde_json::json;
+
+fn fetch(limit: usize) -> Fetch {
+    Fetch {
+        owner: "test".into(),
+        queues: Vec::new(),
+        limit,
+    }
+}
+
+#[tokio::test]
+async fn export_lists_movable_jobs_in_enqueue_order_and_removes_only_those() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Arc::new(SqliteEngine::open_path(dir.path().join("jobs.db")).expect("open"));
+    // Two jobs leased: one completes, one stays running.
+    let first = engine
+        .enqueue(NewJob::new("noop", json!({"n": 1})))
+        .await
+        .expect("enqueue");
+    let second = engine
+        .enqueue(NewJob::new("noop", json!({"n": 2})))
+        .await
+        .expect("enqueue");
+    let leased = engine.exchange(Vec::new(), &fetch(2)).await.expect("lease");
+    assert_eq!(leased.len(), 2);
+    let done = Report {
+        id: first.id,
+        attempt: 1,
+        completion: Completion::Completed,
+    };
+    engine
+        .exchange(vec![done], &fetch(0))
+        .await
+        .expect("complete");
+    // Then a waiting job, a scheduled one with its own timeout, and one with keys.
+    let waiting = engine
+        .enqueue(NewJob::new("noop", json!({"n": 3})))
+        .await
+        .expect("enqueue");
+    let mut scheduled = NewJob::new("noop", json!({"n": 4})).run_in(Duration::from_secs(3600));
+    scheduled.timeout = Some(Duration::from_secs(7));
+    let scheduled = engine.enqueue(scheduled).await.expect("enqueue");
+    let mut keyed = NewJob::new("noop", json!({"n": 5}));
+    keyed.idempotency_key = Some("once".into());
+    keyed.ordering_key = Some("account-1".into());
+    let keyed = engine.enqueue(keyed).await.expect("enqueue");
+
+    assert_eq!(engine.running().await.expect("running"), 1);
+    let moving = engine.export(10).await.expect("export");
+    let ids: Vec<_> = moving.iter().map(|t| t.info.id).collect();
+    assert_eq!(
+        ids,
+        vec![waiting.id, scheduled.id, keyed.id],
+        "movable jobs in enqueue order"
+    );
+    assert_eq!(moving[1].info.state, JobState::Scheduled);
+    assert_eq!(moving[1].timeout, Some(Duration::from_secs(7)));
+    assert_eq!(moving[2].info.idempotency_key.as_deref(), Some("once"));
+    assert_eq!(moving[2].info.ordering_key.as_deref(), Some("account-1"));
+    assert_eq!(
+        engine.export(2).await.expect("export").len(),
+        2,
+        "the limit holds"
+    );
+
+    // Removing the moved jobs (and ids that are not movable) leaves the others alone.
+    let removed = engine
+        .remove_moved(&[waiting.id, scheduled.id, second.id, first.id])
+        .await
+        .expect("remove");
+    assert_eq!(removed, 2);
+    let left = engine.export(10).await.expect("export");
+    assert_eq!(
+        left.iter().map(|t| t.info.id).collect::<Vec<_>>(),
+        vec![keyed.id]
+    );
+    let stats = engine.stats().await.expect("stats");
+    let queue = stats.queue("default").expect("default queue");
+    assert_eq!((queue.running, queue.completed), (1, 1));
+}
