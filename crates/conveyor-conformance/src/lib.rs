@@ -145,6 +145,7 @@ macro_rules! observe_conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             stats_count_each_state_per_queue,
+            stats_count_running_jobs,
             dead_letter_list_shows_jobs_newest_first,
             a_dead_letter_retried_runs_again_with_fresh_attempts,
             dead_letters_retried_all_then_purged,

@@ -38,6 +38,8 @@ pub struct KafkaEngine {
     pub(crate) scanners: Arc<std::sync::Mutex<Vec<crate::scan::Scanner>>>,
     /// The import journal, once an import read it (see src/import.rs).
     pub(crate) imports: std::sync::Mutex<Option<crate::import::Listed>>,
+    /// What this handle's workers run, for their presence records (see src/presence.rs).
+    roster: Arc<crate::presence::Roster>,
 }
 
 /// How long a start-up waits for a broker that drops its connections (a busy or restarting
@@ -76,6 +78,7 @@ impl KafkaEngine {
         shared.push(layout.cron());
         shared.push(layout.control());
         shared.push(layout.imports());
+        shared.push(layout.workers());
         ensure_at_start(&producer, &shared).await?;
         Ok(KafkaEngine {
             ledger: Ledger::new(&config),
@@ -84,6 +87,7 @@ impl KafkaEngine {
             journal: Journal::start(producer.clone(), layout.status()),
             scanners: Arc::default(),
             imports: std::sync::Mutex::new(None),
+            roster: Arc::default(),
             sent: crate::sent::SentIds::default(),
             config,
             producer,
@@ -330,12 +334,28 @@ impl Engine for KafkaEngine {
         fetch: &Fetch,
     ) -> conveyor_core::Result<Vec<Job>> {
         let session = self.session(fetch).await?;
-        Ok(session.exchange(reports, fetch.limit).await?)
+        let jobs = session.exchange(reports, fetch.limit).await?;
+        self.roster.handed(&fetch.owner, &jobs);
+        Ok(jobs)
     }
 
     /// Kafka has no per-job leases: group membership is the lease, kept by the client. The
-    /// heartbeat only tells the worker which running jobs a user cancelled.
-    async fn heartbeat(&self, _owner: &str, running: &[JobId]) -> conveyor_core::Result<Renewal> {
+    /// heartbeat tells the worker which running jobs a user cancelled, and writes the worker's
+    /// presence (what it runs, for `stats`) now and then.
+    async fn heartbeat(&self, owner: &str, running: &[JobId]) -> conveyor_core::Result<Renewal> {
+        if let Some(presence) = self.roster.due(owner, running) {
+            // In the background: a slow broker must not delay the cancels.
+            let producer = self.producer.clone();
+            let topic = self.config.topics.workers();
+            tokio::spawn(async move {
+                if let Err(err) = producer
+                    .send_to(&topic, Some(0), &presence.to_record())
+                    .await
+                {
+                    tracing::debug!(error = %err, "cannot write the worker's presence");
+                }
+            });
+        }
         let cancel = self.control.with(|book| {
             running
                 .iter()
@@ -379,6 +399,15 @@ impl Engine for KafkaEngine {
         let session = self.sessions.lock().await.remove(owner);
         if let Some(session) = session {
             session.close().await;
+        }
+        let presence = self.roster.leave(owner);
+        let topic = self.config.topics.workers();
+        if let Err(err) = self
+            .producer
+            .send_to(&topic, Some(0), &presence.to_record())
+            .await
+        {
+            tracing::debug!(error = %err, "cannot write the worker's last presence");
         }
         self.journal.flush().await;
         Ok(())

@@ -14,6 +14,9 @@
 //!   a retry tier (still pending), to the dead-letter topic, or to the schedule topic (parked
 //!   there until due, still pending).
 //!
+//! - `running`: what the workers' latest presence records say they run (see presence.rs),
+//!   taken out of `available`.
+//!
 //! Counts cover what is still in the logs: records removed by retention are not counted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -138,6 +141,14 @@ fn stats(config: &KafkaConfig, book: &Book) -> Result<Stats, Error> {
         .filter_map(|p| queue_of_topic(config, &p.topic).map(|q| (q, p)));
     let mut stats = count(queues, &retrying, &scheduled, &dead);
     adjust(&mut stats, book, &waiting);
+    let running = crate::presence::running(config, &scanner)?;
+    for queue in &mut stats.queues {
+        let n = running.get(&queue.queue).copied().unwrap_or(0);
+        // Running jobs are unfinished offsets of their queue's topics, counted as available
+        // until here.
+        queue.running = n;
+        queue.available = queue.available.saturating_sub(n);
+    }
     Ok(stats)
 }
 

@@ -21,6 +21,7 @@ mod inspect;
 mod intake;
 mod keys;
 pub mod offsets;
+pub mod presence;
 pub mod producer;
 mod scan;
 mod sent;

@@ -169,6 +169,11 @@ impl TopicLayout {
         format!("{}imports", self.prefix)
     }
 
+    /// Workers' presence records, one partition: `{prefix}workers` (see `src/presence.rs`).
+    pub fn workers(&self) -> String {
+        format!("{}workers", self.prefix)
+    }
+
     /// The dead-letter topic: `{prefix}dead`.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)

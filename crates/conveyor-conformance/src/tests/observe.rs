@@ -267,3 +267,56 @@ pub async fn cron_fires_each_tick_once_across_handles(h: &dyn ObserveHarness) {
     assert!(a.remove_cron("every-second").await.expect("remove"));
     assert!(!b.remove_cron("every-second").await.expect("remove again"));
 }
+
+/// Stats count a job a worker runs as `running` (not `available`), and as `completed` once it
+/// finished, as seen by another handle.
+pub async fn stats_count_running_jobs(h: &dyn ObserveHarness) {
+    let site = h.observe_site().await;
+    let engine = site.engine().await;
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut registry = Registry::with_builtins();
+    let gate = release.clone();
+    registry.register(handler_fn("held", move |_| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            Outcome::Complete
+        }
+    }));
+    let job = NewJob::new("held", json!({})).queue("busy");
+    let id = engine.enqueue(job).await.expect("enqueue").id;
+    let config = WorkerConfig {
+        queues: vec!["busy".into()],
+        ..test_config()
+    };
+    let mut worker = run(&engine, registry, config);
+    worker
+        .until("the held job started", |seen| {
+            seen.iter()
+                .any(|e| matches!(e, JobEvent::Started { id: i, .. } if *i == id))
+        })
+        .await;
+    let observer = site.statistics().await;
+    let counts = |stats: &conveyor_core::Stats| {
+        stats
+            .queue("busy")
+            .map(|q| (q.available, q.running, q.completed))
+    };
+    let deadline = tokio::time::Instant::now() + crate::WAIT;
+    loop {
+        let stats = observer.stats().await.expect("stats");
+        if counts(&stats) == Some((0, 1, 0)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the running job was never counted as running: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    release.notify_one();
+    worker.until_completed(&[id]).await;
+    worker.stop().await;
+    let stats = observer.stats().await.expect("stats");
+    assert_eq!(counts(&stats), Some((0, 0, 1)), "{stats:?}");
+}
