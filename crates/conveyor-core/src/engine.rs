@@ -115,6 +115,9 @@ pub trait DeadLetterList: Send + Sync {
     async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>>;
 }
 
+/// Hears how far a long operation got: (done, total).
+pub type Progress = dyn Fn(u64, u64) + Send + Sync;
+
 /// Changing the dead-letter list: retry and purge.
 #[async_trait]
 pub trait DeadLetters: DeadLetterList {
@@ -122,8 +125,9 @@ pub trait DeadLetters: DeadLetterList {
     /// Attempt numbers go on from the last one, so a late report of an earlier attempt can
     /// never match the new lease.
     async fn retry_dead(&self, id: JobId) -> Result<JobInfo>;
-    /// Puts every dead job back; returns how many.
-    async fn retry_all_dead(&self) -> Result<u64>;
+    /// Puts every dead job back; returns how many. `progress` hears (done, total) as the jobs
+    /// go back, for a progress bar over large lists.
+    async fn retry_all_dead(&self, progress: &Progress) -> Result<u64>;
     /// Deletes every dead job; returns how many.
     async fn purge_dead(&self) -> Result<u64>;
 }

@@ -23,8 +23,8 @@ pub use builtin::register_builtins;
 pub use capabilities::{Capabilities, Opened};
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
 pub use engine::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Renewal, Schedules,
-    Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Progress, Renewal,
+    Schedules, Statistics,
 };
 pub use error::{Error, Result};
 pub use events::JobEvent;

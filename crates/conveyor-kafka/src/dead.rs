@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use conveyor_core::{DeadLetters, JobId, JobInfo, JobState};
+use conveyor_core::{DeadLetters, JobId, JobInfo, JobState, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::inspect::{blocking, dead_letter, queue_of_record};
@@ -181,7 +181,7 @@ impl KafkaEngine {
         let mut entry = Entry::new(envelope.id, Step::Available);
         entry.attempt = Some(envelope.attempt);
         entry.max_attempts = Some(envelope.max_attempts);
-        self.journal.write_now(entry).await;
+        self.journal.write(entry);
         Ok(JobInfo {
             state: JobState::Available,
             attempt: envelope.attempt,
@@ -193,9 +193,12 @@ impl KafkaEngine {
     }
 }
 
-#[async_trait]
-impl DeadLetters for KafkaEngine {
-    async fn retry_dead(&self, id: JobId) -> conveyor_core::Result<JobInfo> {
+/// Letters `retry_all_dead` puts back at once: their records are produced together.
+const RETRY_TOGETHER: usize = 256;
+
+impl KafkaEngine {
+    /// Puts the newest letter of job `id` back (see [`KafkaEngine::requeue`]).
+    async fn retry_one_dead(&self, id: JobId) -> conveyor_core::Result<JobInfo> {
         let config = self.config().clone();
         let letters = blocking(move || letters(&config, None)).await?;
         // The newest letter of the job, if it died more than once.
@@ -209,18 +212,38 @@ impl DeadLetters for KafkaEngine {
             })?;
         self.requeue(letter).await
     }
+}
 
-    async fn retry_all_dead(&self) -> conveyor_core::Result<u64> {
+#[async_trait]
+impl DeadLetters for KafkaEngine {
+    async fn retry_dead(&self, id: JobId) -> conveyor_core::Result<JobInfo> {
+        let info = self.retry_one_dead(id).await;
+        // The status entry is written before the answer: the process may exit next.
+        self.journal.flush().await;
+        info
+    }
+
+    /// [`RETRY_TOGETHER`] letters at a time; `progress` hears after each group.
+    async fn retry_all_dead(&self, progress: &Progress) -> conveyor_core::Result<u64> {
         let config = self.config().clone();
         let letters = blocking(move || letters(&config, None)).await?;
+        // A record that is not a job stays listed until purged.
+        let jobs: Vec<&Letter> = letters
+            .iter()
+            .filter(|l| Envelope::from_record(&l.record, "default").is_ok())
+            .collect();
+        let total = jobs.len() as u64;
+        progress(0, total);
         let mut retried = 0;
-        for letter in &letters {
-            if Envelope::from_record(&letter.record, "default").is_err() {
-                continue; // not a job: it stays listed until purged
+        for group in jobs.chunks(RETRY_TOGETHER) {
+            let requeued = futures::future::join_all(group.iter().map(|l| self.requeue(l))).await;
+            for result in requeued {
+                result?;
+                retried += 1;
             }
-            self.requeue(letter).await?;
-            retried += 1;
+            progress(retried, total);
         }
+        self.journal.flush().await;
         Ok(retried)
     }
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use conveyor_core::{
     now_ms, Control, DeadLetter, DeadLetterList, DeadLetters, Error, Inspect, JobId, JobInfo,
-    JobState, QueueStats, Statistics, Stats,
+    JobState, Progress, QueueStats, Statistics, Stats,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -209,7 +209,8 @@ impl DeadLetters for SqliteEngine {
         Ok(info)
     }
 
-    async fn retry_all_dead(&self) -> conveyor_core::Result<u64> {
+    /// One transaction: `progress` hears once, when every job is back.
+    async fn retry_all_dead(&self, progress: &Progress) -> conveyor_core::Result<u64> {
         let n = self
             .store
             .run(|conn| {
@@ -230,6 +231,7 @@ impl DeadLetters for SqliteEngine {
             })
             .await?;
         self.notify();
+        progress(n, n);
         Ok(n)
     }
 

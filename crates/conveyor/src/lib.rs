@@ -218,8 +218,13 @@ impl Conveyor {
 
     /// Puts every dead job back with attempts reset; returns how many.
     pub async fn retry_all_dead(&self) -> Result<u64> {
+        self.retry_all_dead_with(&|_, _| {}).await
+    }
+
+    /// Like [`Conveyor::retry_all_dead`], telling `progress` (done, total) as jobs go back.
+    pub async fn retry_all_dead_with(&self, progress: &Progress) -> Result<u64> {
         self.need(&self.capabilities.dead_letters, "dead-letter retry")?
-            .retry_all_dead()
+            .retry_all_dead(progress)
             .await
     }
 

@@ -26,8 +26,16 @@ pub async fn run(ctx: &Context, command: DlqCommand) -> anyhow::Result<()> {
                 }
                 // clap requires `--all` when there is no id.
                 None => {
-                    let retried = conveyor.retry_all_dead().await?;
-                    count(json, "retried", retried)
+                    let bar = output::progress_bar(0, "retried");
+                    let shown = bar.clone();
+                    let retried = conveyor
+                        .retry_all_dead_with(&move |done, total| {
+                            shown.set_length(total);
+                            shown.set_position(done);
+                        })
+                        .await;
+                    bar.finish_and_clear();
+                    count(json, "retried", retried?)
                 }
             }
         }

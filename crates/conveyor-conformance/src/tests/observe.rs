@@ -190,7 +190,16 @@ pub async fn dead_letters_retried_all_then_purged(h: &dyn ObserveHarness) {
     }
     run_to_death(&engine, &ids).await;
     let admin = site.dead_letters().await;
-    assert_eq!(admin.retry_all_dead().await.expect("retry all"), 3);
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hear = heard.clone();
+    let progress = move |done, total| hear.lock().expect("progress").push((done, total));
+    assert_eq!(admin.retry_all_dead(&progress).await.expect("retry all"), 3);
+    let heard = heard.lock().expect("progress").clone();
+    assert_eq!(
+        heard.last(),
+        Some(&(3, 3)),
+        "progress ends at the total: {heard:?}"
+    );
     assert!(admin.list_dead(10).await.expect("list").is_empty());
     run_to_death(&engine, &ids).await;
     assert_eq!(admin.list_dead(10).await.expect("list").len(), 3);

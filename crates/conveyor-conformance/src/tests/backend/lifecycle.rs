@@ -56,7 +56,10 @@ pub async fn dead_letter_retry_all_and_purge(h: &dyn Harness) {
         wait_for_state(&backend, *id, JobState::Dead).await;
     }
     worker.stop().await;
-    assert_eq!(backend.retry_all_dead().await.expect("retry all"), 3);
+    assert_eq!(
+        backend.retry_all_dead(&|_, _| {}).await.expect("retry all"),
+        3
+    );
     assert!(backend.list_dead(10).await.expect("list").is_empty());
     // Run them to death again, then purge.
     let worker = start(&backend, Registry::with_builtins(), test_config());
