@@ -279,6 +279,26 @@ fn bad_input_exits_2_and_names_the_field() {
 }
 
 #[test]
+fn a_move_to_an_engine_that_cannot_take_jobs_is_refused_and_moves_nothing() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.run(&["enqueue", "noop"]).ok().to_string();
+    let other = format!("sqlite://{}", sandbox.dir.path().join("other.db").display());
+    sandbox
+        .run(&["migrate", "--to", &other])
+        .fails(2, "jobs cannot be moved into the sqlite engine");
+    sandbox
+        .run(&["migrate", "--to", &sandbox.url])
+        .fails(2, "the target is the source backend");
+    sandbox
+        .run(&["migrate", "--to", "nosuch://x"])
+        .fails(2, "invalid backend");
+    assert_eq!(
+        sandbox.run(&["job", &id, "--json"]).json()["state"],
+        "available"
+    );
+}
+
+#[test]
 fn an_unknown_job_exits_1() {
     let sandbox = Sandbox::new();
     sandbox

@@ -38,8 +38,9 @@ pub trait Export: Send + Sync {
     /// finished jobs are not listed.
     async fn export(&self, limit: usize) -> Result<Vec<Transfer>>;
 
-    /// How many jobs are running now: a move refuses to start while workers hold jobs, since
-    /// a running job could finish on both sides.
+    /// How many jobs live workers are running now: a move refuses to start while workers hold
+    /// jobs, since a running job could finish on both sides. Jobs left running by a worker
+    /// that died are not counted (engines with expiring leases put them back first).
     async fn running(&self) -> Result<u64>;
 
     /// Removes jobs another engine has stored (they must never run here too); returns how

@@ -19,7 +19,7 @@ use crate::error::{Result, SqliteError};
 use crate::store::Store;
 
 const INSERT_JOB: &str = include_str!("../sql/insert_job.sql");
-const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
+pub(crate) const RESCUE_EXPIRED: &str = include_str!("../sql/rescue_expired.sql");
 const RECORD_OUTCOME: &str = include_str!("../sql/record_outcome.sql");
 const RECORD_COMPLETED: &str = include_str!("../sql/record_completed.sql");
 const RENEW_LEASES: &str = include_str!("../sql/renew_leases.sql");

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use conveyor_core::{now_ms, Backoff, Export, JobId, Transfer};
 use rusqlite::{params, Row};
 
-use crate::engine::SqliteEngine;
+use crate::engine::{SqliteEngine, RESCUE_EXPIRED};
 use crate::rows::job_info;
 
 const EXPORT_JOBS: &str = include_str!("../sql/export_jobs.sql");
@@ -47,10 +47,16 @@ impl Export for SqliteEngine {
         Ok(jobs)
     }
 
+    /// Jobs whose lease expired (their worker crashed) are put back first, as a worker would:
+    /// only jobs a live worker holds keep a move from starting.
     async fn running(&self) -> conveyor_core::Result<u64> {
         let running = self
             .store
             .run(|conn| {
+                let rescued = conn.execute(RESCUE_EXPIRED, [now_ms()])?;
+                if rescued > 0 {
+                    tracing::warn!(rescued, "jobs with expired leases put back before the move");
+                }
                 let count: i64 = conn.query_row(
                     "SELECT count(*) FROM jobs WHERE state = 'running'",
                     [],

@@ -85,3 +85,38 @@ async fn export_lists_movable_jobs_in_enqueue_order_and_removes_only_those() {
     let queue = stats.queue("default").expect("default queue");
     assert_eq!((queue.running, queue.completed), (1, 1));
 }
+
+#[tokio::test]
+async fn a_job_left_running_by_a_dead_worker_does_not_block_a_move() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = conveyor_sqlite::SqliteConfig {
+        lease: Duration::from_millis(200),
+        ..conveyor_sqlite::SqliteConfig::new(dir.path().join("jobs.db"))
+    };
+    let engine = Arc::new(SqliteEngine::open(config).expect("open"));
+    let job = engine
+        .enqueue(NewJob::new("noop", json!({})))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        engine
+            .exchange(Vec::new(), &fetch(1))
+            .await
+            .expect("lease")
+            .len(),
+        1
+    );
+    assert_eq!(
+        engine.running().await.expect("running"),
+        1,
+        "a live lease counts"
+    );
+    // The worker dies: its lease expires without a heartbeat.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(engine.running().await.expect("running"), 0);
+    let moving = engine.export(10).await.expect("export");
+    assert_eq!(moving.len(), 1);
+    assert_eq!(moving[0].info.id, job.id);
+    assert_eq!(moving[0].info.state, JobState::Available);
+    assert_eq!(moving[0].info.attempt, 1, "the attempt it started counts");
+}
