@@ -68,6 +68,10 @@ pub enum Command {
     Purge(PurgeArgs),
     /// Delete completed and cancelled jobs that finished long enough ago.
     Cleanup(CleanupArgs),
+    /// Run a queue's jobs again from a point in time: every job enqueued since then that came
+    /// due (completed, dead, cancelled or waiting) is enqueued again with a new id that names
+    /// the job it re-runs (`replay_of`). Idempotency keys are not carried over.
+    Replay(ReplayArgs),
     /// Move every waiting, scheduled, retrying and dead job and every cron entry from one
     /// backend to another (e.g. from the embedded SQLite file to Kafka). Stop the source's
     /// workers first. Safe to interrupt and run again: each job arrives once.
@@ -298,6 +302,19 @@ pub struct CleanupArgs {
     #[arg(long, value_name = "DUR")]
     pub older_than: String,
     /// Print `{"deleted":N}` instead of the count.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `conveyor replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The queue whose jobs run again.
+    pub queue: String,
+    /// From when: an RFC 3339 time (`2030-01-01T09:00:00Z`) or a duration ago (`2h`).
+    #[arg(long, value_name = "TIME")]
+    pub since: String,
+    /// Print `{"queue","replayed","ids"}` instead of the count.
     #[arg(long)]
     pub json: bool,
 }

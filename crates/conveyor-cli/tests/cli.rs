@@ -299,6 +299,39 @@ fn a_move_to_an_engine_that_cannot_take_jobs_is_refused_and_moves_nothing() {
 }
 
 #[test]
+fn replay_runs_a_queues_jobs_again_with_new_ids() {
+    let sandbox = Sandbox::new();
+    let old = sandbox
+        .run(&["enqueue", "noop", "{\"n\":1}", "--queue", "q"])
+        .ok()
+        .to_string();
+    sandbox
+        .run(&["replay", "q", "--since", "yesterday"])
+        .fails(2, "invalid since");
+    sandbox
+        .run(&["replay", "bad queue!", "--since", "1h"])
+        .fails(2, "invalid queue");
+    let out = sandbox
+        .run(&["replay", "q", "--since", "1h", "--json"])
+        .json();
+    assert_eq!(out["replayed"], 1, "{out}");
+    let new = out["ids"][0].as_str().expect("new id").to_string();
+    assert_ne!(new, old);
+    let job = sandbox.job(&new);
+    assert_eq!(job["replay_of"], old.as_str());
+    assert_eq!(job["payload"], serde_json::json!({"n": 1}));
+    let human = sandbox.run(&["job", &new]);
+    assert!(human.ok().contains(&format!("replay_of:    {old}")), "{human:?}");
+    // Nothing enqueued since a time in the future.
+    assert_eq!(
+        sandbox
+            .run(&["replay", "q", "--since", "2999-01-01T00:00:00Z"])
+            .ok(),
+        "0"
+    );
+}
+
+#[test]
 fn an_unknown_job_exits_1() {
     let sandbox = Sandbox::new();
     sandbox

@@ -172,7 +172,8 @@ macro_rules! backend_conformance_tests {
             graceful_shutdown_fetches_nothing_new,
             progress_is_visible_in_status,
             cleanup_removes_old_finished_jobs,
-            purge_keeps_jobs_waiting_for_a_retry
+            purge_keeps_jobs_waiting_for_a_retry,
+            replay_reruns_a_queues_jobs_since_a_time
         );
     };
 }

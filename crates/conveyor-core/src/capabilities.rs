@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Export, Import, Inspect, Schedules,
-    Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Export, Import, Inspect, Replay,
+    Schedules, Statistics,
 };
 
 /// The capabilities an engine offers beyond the core trait; `None` where it has none. An
@@ -24,6 +24,8 @@ pub struct Capabilities {
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Recurring schedules (and the cron scheduler that fires them).
     pub schedules: Option<Arc<dyn Schedules>>,
+    /// Running a queue's jobs again.
+    pub replay: Option<Arc<dyn Replay>>,
     /// Handing jobs over to another engine (the source of `conveyor migrate`).
     pub export: Option<Arc<dyn Export>>,
     /// Taking in jobs from another engine (the target of `conveyor migrate`).
@@ -41,6 +43,7 @@ impl Capabilities {
             dead_letter_list: Some(backend.clone()),
             dead_letters: Some(backend.clone()),
             schedules: Some(backend.clone().as_schedules()),
+            replay: Some(backend.clone().as_replay()),
             export: None,
             import: None,
         }

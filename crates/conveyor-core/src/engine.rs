@@ -146,19 +146,43 @@ pub trait Schedules: Send + Sync {
     async fn fire_due_cron(&self, now: DateTime<Utc>) -> Result<Vec<JobId>>;
 }
 
+/// Running a queue's jobs again (`conveyor replay`).
+#[async_trait]
+pub trait Replay: Send + Sync {
+    /// Enqueues again, with new ids, every job of `queue` enqueued at or after `since` that
+    /// came due (whatever became of it: completed, dead, cancelled or still waiting), oldest
+    /// first; returns the new ids in that order. Each new job names the job it re-runs
+    /// (`replay_of`) and keeps its kind, payload, priority, attempts allowed, timeout, backoff
+    /// and ordering key, but not its idempotency key (a replay is a new run on purpose).
+    /// `progress` hears (done, total).
+    async fn replay(
+        &self,
+        queue: &str,
+        since: DateTime<Utc>,
+        progress: &Progress,
+    ) -> Result<Vec<JobId>>;
+}
+
 /// Everything a full engine offers; what the CLI, the HTTP API and the conformance suite use.
-pub trait Backend: Engine + Inspect + Statistics + Control + DeadLetters + Schedules {
+pub trait Backend:
+    Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay
+{
     /// Upcasts to the core trait, for the worker runtime.
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine>;
     /// Upcasts to the cron capability, for the scheduler.
     fn as_schedules(self: Arc<Self>) -> Arc<dyn Schedules>;
+    /// Upcasts to the replay capability.
+    fn as_replay(self: Arc<Self>) -> Arc<dyn Replay>;
 }
 
-impl<T: Engine + Inspect + Statistics + Control + DeadLetters + Schedules> Backend for T {
+impl<T: Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay> Backend for T {
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine> {
         self
     }
     fn as_schedules(self: Arc<Self>) -> Arc<dyn Schedules> {
+        self
+    }
+    fn as_replay(self: Arc<Self>) -> Arc<dyn Replay> {
         self
     }
 }

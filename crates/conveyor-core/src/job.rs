@@ -152,6 +152,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Jobs sharing a key run one at a time, in enqueue order.
     pub ordering_key: Option<String>,
+    /// The job this one re-runs (`conveyor replay`): its provenance.
+    pub replay_of: Option<JobId>,
 }
 
 impl NewJob {
@@ -169,6 +171,7 @@ impl NewJob {
             backoff: None,
             idempotency_key: None,
             ordering_key: None,
+            replay_of: None,
         }
     }
 
@@ -383,6 +386,9 @@ pub struct JobInfo {
     pub ordering_key: Option<String>,
     /// A user asked to cancel this running job; its worker stops it at the next heartbeat.
     pub cancel_requested: bool,
+    /// The job this one re-runs, when `conveyor replay` made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<JobId>,
 }
 
 impl JobInfo {

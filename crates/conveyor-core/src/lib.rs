@@ -24,7 +24,7 @@ pub use capabilities::{Capabilities, Opened};
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
 pub use engine::{
     Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Progress, Renewal,
-    Schedules, Statistics,
+    Replay, Schedules, Statistics,
 };
 pub use error::{Error, Result};
 pub use events::JobEvent;

@@ -98,6 +98,8 @@ pub mod header {
     /// named by [`ID`]: `moved` (to its queue's topic, when due) or `duplicate` (its
     /// idempotency key names another job: it never runs).
     pub const MARKER: &str = "conveyor-marker";
+    /// The job a replayed job re-runs (`conveyor replay`): its provenance.
+    pub const REPLAY_OF: &str = "conveyor-replay-of";
     /// `1` on the record of a keyed job whose idempotency key was checked (it won its key in
     /// the schedule topic): a worker runs it without checking again.
     pub const KEY_CHECKED: &str = "conveyor-key-checked";
@@ -140,6 +142,8 @@ pub struct Envelope {
     /// The idempotency key won its check in the schedule topic (header
     /// [`header::KEY_CHECKED`]); a keyed job without it is checked before it runs.
     pub key_checked: bool,
+    /// The job this one re-runs (header [`header::REPLAY_OF`]).
+    pub replay_of: Option<JobId>,
 }
 
 impl Envelope {
@@ -164,6 +168,7 @@ impl Envelope {
             ordering_key: job.ordering_key.clone(),
             traceparent: None,
             key_checked: false,
+            replay_of: job.replay_of,
         }
     }
 
@@ -216,6 +221,9 @@ impl Envelope {
         }
         if self.key_checked {
             put(header::KEY_CHECKED, "1".to_string());
+        }
+        if let Some(id) = self.replay_of {
+            put(header::REPLAY_OF, id.to_string());
         }
         Record {
             key: Some(self.key().into_bytes()),
@@ -283,6 +291,8 @@ impl Envelope {
             ordering_key: text(header::ORDERING_KEY)?.map(str::to_string),
             traceparent: text(header::TRACEPARENT)?.map(str::to_string),
             key_checked: text(header::KEY_CHECKED)? == Some("1"),
+            // Provenance only: an unreadable one is dropped, never a reason to refuse the job.
+            replay_of: text(header::REPLAY_OF)?.and_then(|id| id.parse().ok()),
         })
     }
 }

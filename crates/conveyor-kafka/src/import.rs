@@ -142,6 +142,7 @@ fn envelope_of(job: &Transfer, max_payload_bytes: usize) -> Result<Envelope, con
         ordering_key: info.ordering_key.clone(),
         traceparent: None,
         key_checked: false,
+        replay_of: info.replay_of,
     })
 }
 

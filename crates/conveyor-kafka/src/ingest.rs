@@ -227,6 +227,7 @@ impl IngestDecoder {
             ordering_key: None,
             traceparent: None,
             key_checked: false,
+            replay_of: None,
         }
     }
 }

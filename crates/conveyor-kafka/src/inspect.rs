@@ -326,6 +326,7 @@ pub(crate) fn dead_letter(config: &KafkaConfig, record: &Record) -> DeadLetter {
             idempotency_key: e.idempotency_key,
             ordering_key: e.ordering_key,
             cancel_requested: false,
+            replay_of: e.replay_of,
         },
         Err(_) => {
             let origin = format!(
@@ -380,5 +381,6 @@ fn poison_info(record: &Record, queue: String, origin: &str, at: DateTime<Utc>) 
         idempotency_key: None,
         ordering_key: None,
         cancel_requested: false,
+        replay_of: None,
     }
 }

@@ -23,6 +23,7 @@ mod keys;
 pub mod offsets;
 pub mod presence;
 pub mod producer;
+mod replay;
 mod scan;
 mod sent;
 mod session;

@@ -34,6 +34,7 @@ fn transfer(state: JobState, attempt: u32, error: Option<&str>, run_in: i64) -> 
             idempotency_key: None,
             ordering_key: None,
             cancel_requested: false,
+            replay_of: None,
         },
         timeout: Some(Duration::from_secs(9)),
         backoff: None,

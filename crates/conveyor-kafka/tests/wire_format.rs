@@ -55,7 +55,41 @@ fn fixture_envelope() -> Envelope {
         ordering_key: Some("user-42".into()),
         traceparent: None,
         key_checked: false,
+        replay_of: None,
     }
+}
+
+#[test]
+fn a_replayed_job_names_the_job_it_re_runs() {
+    let original: JobId = "01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c7d".parse().expect("id");
+    let replay = Envelope {
+        id: "01936f6e-9999-7d2e-9c4b-2f1e0a9b8c7d".parse().expect("id"),
+        replay_of: Some(original),
+        ..fixture_envelope()
+    };
+    let record = replay.to_record();
+    let header = record
+        .headers
+        .iter()
+        .find(|(name, _)| name == "conveyor-replay-of")
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
+    assert_eq!(
+        header.as_deref(),
+        Some("01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c7d")
+    );
+    assert_eq!(
+        Envelope::from_record(&record, "default").expect("decode"),
+        replay
+    );
+    // Provenance only: an unreadable one never refuses the job.
+    let mut garbled = record.clone();
+    for (name, value) in &mut garbled.headers {
+        if name == "conveyor-replay-of" {
+            *value = b"not a uuid".to_vec();
+        }
+    }
+    let decoded = Envelope::from_record(&garbled, "default").expect("decode");
+    assert_eq!(decoded.replay_of, None);
 }
 
 #[test]

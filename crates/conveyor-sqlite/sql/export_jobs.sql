@@ -4,7 +4,7 @@
 SELECT id, kind, queue,
        CASE WHEN state = 'scheduled' AND run_at <= ?1 THEN 'available' ELSE state END,
        attempt, max_attempts, priority, run_at, created_at, finished_at, last_error, errored_at,
-       progress, payload, idempotency_key, ordering_key, cancel_requested,
+       progress, payload, idempotency_key, ordering_key, cancel_requested, replay_of,
        timeout_ms, backoff
 FROM jobs
 WHERE state IN ('scheduled', 'available', 'retryable', 'dead')

@@ -130,6 +130,7 @@ pub(crate) fn insert_jobs(
             job.idempotency_key,
             job.ordering_key,
             keys_since,
+            job.replay_of.map(|id| id.to_string()),
         ])?;
         out.push(if inserted == 1 {
             Enqueued {

@@ -14,16 +14,16 @@ const EXPORT_JOBS: &str = include_str!("../sql/export_jobs.sql");
 /// Ids removed per statement: well under SQLite's limit of bound parameters.
 const REMOVE_CHUNK: usize = 500;
 
-/// Maps a row of `export_jobs.sql`.
-fn transfer(row: &Row<'_>) -> rusqlite::Result<Transfer> {
+/// Maps a row of `export_jobs.sql` (and `replay_jobs.sql`).
+pub(crate) fn transfer(row: &Row<'_>) -> rusqlite::Result<Transfer> {
     let info = job_info(row)?;
-    let timeout_ms: Option<i64> = row.get(17)?;
-    let backoff: Option<String> = row.get(18)?;
+    let timeout_ms: Option<i64> = row.get(18)?;
+    let backoff: Option<String> = row.get(19)?;
     let backoff = backoff
         .map(|b| serde_json::from_str::<Backoff>(&b))
         .transpose()
         .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(18, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(19, rusqlite::types::Type::Text, Box::new(e))
         })?;
     Ok(Transfer {
         info,

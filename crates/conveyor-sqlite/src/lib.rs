@@ -12,6 +12,7 @@ mod cron;
 mod engine;
 mod error;
 mod export;
+mod replay;
 mod rows;
 mod schema;
 mod store;

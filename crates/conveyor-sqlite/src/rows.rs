@@ -38,6 +38,10 @@ pub(crate) fn job_info(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
         idempotency_key: row.get(14)?,
         ordering_key: row.get(15)?,
         cancel_requested: row.get::<_, i64>(16)? != 0,
+        replay_of: row
+            .get::<_, Option<String>>(17)?
+            .map(|id| job_id(&id))
+            .transpose()?,
     })
 }
 

@@ -9,6 +9,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_canonical_ids_attempt_budget_retired_keys",
         include_str!("../migrations/0002_canonical_ids_attempt_budget_retired_keys.sql"),
     ),
+    (
+        "0003_replay_of",
+        include_str!("../migrations/0003_replay_of.sql"),
+    ),
 ];
 
 /// The schema version this build creates.

@@ -228,6 +228,20 @@ impl Conveyor {
             .await
     }
 
+    /// Enqueues again, with new ids, every job of `queue` enqueued at or after `since` that
+    /// came due; returns the new ids, oldest first. Each names the job it re-runs
+    /// (`JobInfo::replay_of`). `progress` hears (done, total).
+    pub async fn replay(
+        &self,
+        queue: &str,
+        since: chrono::DateTime<chrono::Utc>,
+        progress: &Progress,
+    ) -> Result<Vec<JobId>> {
+        self.need(&self.capabilities.replay, "replay")?
+            .replay(queue, since, progress)
+            .await
+    }
+
     /// Deletes every dead job; returns how many.
     pub async fn purge_dead(&self) -> Result<u64> {
         self.need(&self.capabilities.dead_letters, "dead-letter purge")?

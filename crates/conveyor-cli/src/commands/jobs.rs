@@ -4,7 +4,7 @@ use conveyor::{Error, JobInfo, Stats};
 use serde_json::json;
 
 use super::Context;
-use crate::cli::{CancelArgs, CleanupArgs, JobArgs, PurgeArgs, StatsArgs};
+use crate::cli::{CancelArgs, CleanupArgs, JobArgs, PurgeArgs, ReplayArgs, StatsArgs};
 use crate::{input, output};
 
 /// Shows one job. An unknown id is a runtime failure (exit 1, see [`crate::failure`]); a
@@ -54,6 +54,9 @@ fn describe(info: &JobInfo) -> String {
     }
     if let Some(key) = &info.ordering_key {
         pairs.push(("ordering_key", key.clone()));
+    }
+    if let Some(original) = info.replay_of {
+        pairs.push(("replay_of", original.to_string()));
     }
     pairs.push(("payload", output::clip(&info.payload.to_string(), 200)));
     output::fields(&pairs)
@@ -170,6 +173,32 @@ pub async fn cleanup(ctx: &Context, args: CleanupArgs) -> anyhow::Result<()> {
         output::json(&json!({ "deleted": deleted }))
     } else {
         output::line(deleted)
+    }
+}
+
+/// `conveyor replay QUEUE --since TIME`, with a progress bar on a terminal.
+pub async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
+    conveyor::check_name("queue", &args.queue)?;
+    let since = match input::timestamp("since", &args.since) {
+        Ok(at) => at,
+        Err(_) => input::before_now("since", input::duration("since", &args.since)?)?,
+    };
+    // The file's ingest entries count: their topics hold jobs of their queues.
+    let conveyor = ctx.open_worker(&crate::cli::WorkerFlags::default()).await?;
+    let bar = output::progress_bar(0, "replayed");
+    let shown = bar.clone();
+    let ids = conveyor
+        .replay(&args.queue, since, &move |done, total| {
+            shown.set_length(total);
+            shown.set_position(done);
+        })
+        .await;
+    bar.finish_and_clear();
+    let ids = ids?;
+    if args.json {
+        output::json(&json!({ "queue": args.queue, "replayed": ids.len(), "ids": ids }))
+    } else {
+        output::line(ids.len())
     }
 }
 

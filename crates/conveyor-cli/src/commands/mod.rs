@@ -136,6 +136,7 @@ pub async fn run(
         Command::Dlq(command) => Box::pin(dlq::run(ctx, command)),
         Command::Cron(command) => Box::pin(cron::run(ctx, command)),
         Command::Config(command) => Box::pin(config::run(ctx, command)),
+        Command::Replay(args) => Box::pin(jobs::replay(ctx, args)),
         Command::Migrate(args) => Box::pin(migrate::migrate(ctx, args)),
         Command::Bench(args) => Box::pin(crate::bench::run(&ctx.backend_url, args)),
     };

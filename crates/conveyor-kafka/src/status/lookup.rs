@@ -216,6 +216,7 @@ fn waiting(e: &Envelope) -> JobInfo {
         idempotency_key: e.idempotency_key.clone(),
         ordering_key: e.ordering_key.clone(),
         cancel_requested: false,
+        replay_of: e.replay_of,
     }
 }
 
@@ -239,6 +240,7 @@ fn unknown_record(id: JobId, first: &Entry) -> JobInfo {
         idempotency_key: None,
         ordering_key: None,
         cancel_requested: false,
+        replay_of: None,
     }
 }
 

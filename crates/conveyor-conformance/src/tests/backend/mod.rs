@@ -4,10 +4,12 @@ mod admin;
 mod keys;
 mod leases;
 mod lifecycle;
+mod replay;
 mod scheduling;
 
 pub use admin::*;
 pub use keys::*;
 pub use leases::*;
 pub use lifecycle::*;
+pub use replay::*;
 pub use scheduling::*;
