@@ -321,7 +321,10 @@ fn replay_runs_a_queues_jobs_again_with_new_ids() {
     assert_eq!(job["replay_of"], old.as_str());
     assert_eq!(job["payload"], serde_json::json!({"n": 1}));
     let human = sandbox.run(&["job", &new]);
-    assert!(human.ok().contains(&format!("replay_of:    {old}")), "{human:?}");
+    assert!(
+        human.ok().contains(&format!("replay_of:    {old}")),
+        "{human:?}"
+    );
     // Nothing enqueued since a time in the future.
     assert_eq!(
         sandbox
