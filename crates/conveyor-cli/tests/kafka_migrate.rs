@@ -199,6 +199,13 @@ async fn a_move_killed_halfway_and_run_again_runs_each_job_once() {
         "the second run found none of the killed batch's jobs on the target: {summary}"
     );
     assert_eq!(left(&source).await, 0, "jobs were left in the SQLite file");
+    // Each job has one record on the broker: a worker would drop a second copy of an id it
+    // ran lately, so the runs below alone could not show a job stored twice.
+    assert_eq!(
+        produced(&target).await,
+        total,
+        "jobs stored twice on the broker"
+    );
     assert!(source.schedules().await.expect("cron").is_empty());
 
     let cron = target.schedules().await.expect("cron on kafka");

@@ -43,9 +43,10 @@ pub trait Export: Send + Sync {
     /// that died are not counted (engines with expiring leases put them back first).
     async fn running(&self) -> Result<u64>;
 
-    /// Removes jobs another engine has stored (they must never run here too); returns how
-    /// many were removed. Ids no longer here are ignored.
-    async fn remove_moved(&self, ids: &[JobId]) -> Result<u64>;
+    /// Removes jobs another engine has stored (they must never run here too). Returns the ids
+    /// it could not remove because they are no longer movable (a worker of this engine took
+    /// them meanwhile: they may run on both sides). Ids no longer here are ignored.
+    async fn remove_moved(&self, ids: &[JobId]) -> Result<Vec<JobId>>;
 }
 
 /// Taking in jobs another engine handed over.

@@ -135,6 +135,18 @@ fn purge(config: &KafkaConfig) -> Result<u64, Error> {
 }
 
 impl KafkaEngine {
+    /// The queue topic a letter's job goes back to; `None` for a letter that is not a job.
+    fn queue_topic(&self, letter: &Letter) -> Option<String> {
+        let config = self.config();
+        let queue = queue_of_record(config, &letter.record);
+        let envelope = Envelope::from_record(&letter.record, &queue).ok()?;
+        Some(
+            config
+                .topics
+                .queue_at(&envelope.queue, Level::of(envelope.priority)),
+        )
+    }
+
     /// Puts one letter's job back in its queue with a fresh set of attempts, numbered on, then
     /// marks the letter retried.
     async fn requeue(&self, letter: &Letter) -> conveyor_core::Result<JobInfo> {
@@ -236,10 +248,20 @@ impl DeadLetters for KafkaEngine {
         progress(0, total);
         let mut retried = 0;
         for group in jobs.chunks(RETRY_TOGETHER) {
+            // Topics first, once: each requeue then produces at its first poll, in list order,
+            // so letters of one ordering key go back oldest first.
+            let mut topics: Vec<String> =
+                group.iter().filter_map(|l| self.queue_topic(l)).collect();
+            topics.sort_unstable();
+            topics.dedup();
+            self.producer.ensure_topics(&topics).await?;
             let requeued = futures::future::join_all(group.iter().map(|l| self.requeue(l))).await;
-            for result in requeued {
-                result?;
-                retried += 1;
+            let failed = requeued.into_iter().find_map(Result::err);
+            retried += group.len() as u64;
+            if let Some(err) = failed {
+                // The entries of the letters that did go back are written before the answer.
+                self.journal.flush().await;
+                return Err(err);
             }
             progress(retried, total);
         }

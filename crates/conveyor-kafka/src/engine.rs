@@ -277,6 +277,20 @@ impl KafkaEngine {
 }
 
 impl KafkaEngine {
+    /// Writes a worker's presence in the background: a slow broker must not delay the worker.
+    fn write_presence(&self, presence: crate::presence::Presence) {
+        let producer = self.producer.clone();
+        let topic = self.config.topics.workers();
+        tokio::spawn(async move {
+            if let Err(err) = producer
+                .send_to(&topic, Some(0), &presence.to_record())
+                .await
+            {
+                tracing::debug!(error = %err, "cannot write the worker's presence");
+            }
+        });
+    }
+
     /// True when a high-priority topic of `queues` (empty: any queue) exists; true also when
     /// the broker's topics cannot be listed (the start gate then waits its bounded time).
     async fn high_topics_exist(&self, queues: &[String]) -> bool {
@@ -334,7 +348,11 @@ impl Engine for KafkaEngine {
         fetch: &Fetch,
     ) -> conveyor_core::Result<Vec<Job>> {
         let session = self.session(fetch).await?;
+        let finished: Vec<JobId> = reports.iter().map(|r| r.id).collect();
         let jobs = session.exchange(reports, fetch.limit).await?;
+        if let Some(idle) = self.roster.finished(&fetch.owner, &finished) {
+            self.write_presence(idle);
+        }
         self.roster.handed(&fetch.owner, &jobs);
         Ok(jobs)
     }
@@ -344,17 +362,7 @@ impl Engine for KafkaEngine {
     /// presence (what it runs, for `stats`) now and then.
     async fn heartbeat(&self, owner: &str, running: &[JobId]) -> conveyor_core::Result<Renewal> {
         if let Some(presence) = self.roster.due(owner, running) {
-            // In the background: a slow broker must not delay the cancels.
-            let producer = self.producer.clone();
-            let topic = self.config.topics.workers();
-            tokio::spawn(async move {
-                if let Err(err) = producer
-                    .send_to(&topic, Some(0), &presence.to_record())
-                    .await
-                {
-                    tracing::debug!(error = %err, "cannot write the worker's presence");
-                }
-            });
+            self.write_presence(presence);
         }
         let cancel = self.control.with(|book| {
             running

@@ -65,13 +65,16 @@ fn read_journal(config: &KafkaConfig) -> Result<Listed, Error> {
     Ok(listed)
 }
 
+/// Where a record is: topic, partition, offset.
+type Place = (String, i32, i64);
+
 /// Which of `wanted` have a record in the topics an import writes to (queue topics, the
-/// schedule and dead-letter topics), from `since_ms` to the log end.
+/// schedule and dead-letter topics), from `since_ms` to the log end, and where.
 fn present(
     config: &KafkaConfig,
     wanted: &HashSet<JobId>,
     since_ms: i64,
-) -> Result<HashSet<JobId>, Error> {
+) -> Result<HashMap<JobId, Place>, Error> {
     let scanner = Scanner::new(config, &format!("{}.imports", config.group))?;
     let layout = &config.topics;
     let (schedule, dead) = (layout.scheduled(), layout.dead());
@@ -92,8 +95,8 @@ fn present(
             (p.topic.clone(), p.partition, start, p.high)
         })
         .collect();
-    let mut found = HashSet::new();
-    scanner.read(&ranges, |_, _, _, record| {
+    let mut found = HashMap::new();
+    scanner.read(&ranges, |topic, partition, offset, record| {
         // Markers carry an id too; only a job's own record (with a version) counts.
         if !Envelope::is_envelope(&record) {
             return;
@@ -103,7 +106,9 @@ fn present(
             .and_then(Result::ok)
             .and_then(|t| t.parse().ok());
         if let Some(id) = id.filter(|id| wanted.contains(id)) {
-            found.insert(id);
+            found
+                .entry(id)
+                .or_insert_with(|| (topic.to_string(), partition, offset));
         }
     })?;
     Ok(found)
@@ -163,8 +168,11 @@ impl KafkaEngine {
         Ok(self.imports.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The ids of `jobs` an earlier, interrupted import produced already.
-    async fn already_there(&self, jobs: &[Transfer]) -> conveyor_core::Result<HashSet<JobId>> {
+    /// The ids of `jobs` an earlier, interrupted import produced already, and where.
+    async fn already_there(
+        &self,
+        jobs: &[Transfer],
+    ) -> conveyor_core::Result<HashMap<JobId, Place>> {
         let (wanted, since) = {
             let listed = self.listed().await?;
             let listed = listed.as_ref();
@@ -180,7 +188,7 @@ impl KafkaEngine {
             (wanted, since)
         };
         if wanted.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(HashMap::new());
         }
         let config = self.config().clone();
         blocking(move || present(&config, &wanted, since.saturating_sub(SKEW_MS))).await
@@ -208,26 +216,39 @@ impl KafkaEngine {
         Ok(())
     }
 
-    /// Produces one moved job and queues its `moved` status entry.
+    /// The topic a moved job goes to at `now`.
+    fn moved_topic(&self, job: &Transfer, envelope: &Envelope, now: i64) -> String {
+        match job.info.state {
+            JobState::Dead => self.config().topics.dead(),
+            _ => self.topic_of(envelope, now),
+        }
+    }
+
+    /// Produces one moved job to `topic` and queues its status entry.
     async fn produce_moved(
         &self,
         job: &Transfer,
         envelope: &Envelope,
+        topic: String,
     ) -> conveyor_core::Result<()> {
-        let layout = &self.config().topics;
-        let (topic, record) = match job.info.state {
-            JobState::Dead => (layout.dead(), dead_record(job, envelope)),
-            _ => {
-                let topic = self.topic_of(envelope, now_ms());
-                let record = if topic == layout.scheduled() {
-                    envelope.to_schedule_record()
-                } else {
-                    envelope.to_record()
-                };
-                (topic, record)
-            }
+        let record = if job.info.state == JobState::Dead {
+            dead_record(job, envelope)
+        } else if topic == self.config().topics.scheduled() {
+            envelope.to_schedule_record()
+        } else {
+            envelope.to_record()
         };
         let delivered = self.producer.send(&topic, &record).await?;
+        self.write_moved_entry(
+            job,
+            envelope,
+            (topic, delivered.partition, delivered.offset),
+        );
+        Ok(())
+    }
+
+    /// Queues the status entry of a moved job whose record is at `place`.
+    fn write_moved_entry(&self, job: &Transfer, envelope: &Envelope, place: Place) {
         // A dead job's entry says so: its record in the dead-letter topic reads as waiting.
         let step = match job.info.state {
             JobState::Dead => Step::Dead,
@@ -239,12 +260,11 @@ impl KafkaEngine {
         entry.kind = Some(envelope.kind.clone());
         entry.queue = Some(envelope.queue.clone());
         entry.error = job.info.last_error.clone();
-        entry.record = Some((topic, delivered.partition, delivered.offset));
+        entry.record = Some(place);
         if let Some(at) = job.info.errored_at {
             entry.at = at.timestamp_millis();
         }
         self.journal.write(entry);
-        Ok(())
     }
 }
 
@@ -280,33 +300,44 @@ impl Import for KafkaEngine {
             .iter()
             .map(|j| envelope_of(j, max))
             .collect::<conveyor_core::Result<Vec<_>>>()?;
-        let there = self.already_there(&jobs).await?;
-        let sends: Vec<(&Transfer, &Envelope)> = jobs
-            .iter()
-            .zip(&envelopes)
-            .filter(|(j, _)| !there.contains(&j.info.id))
-            .collect();
+        let mut there = self.already_there(&jobs).await?;
+        let mut sends = Vec::new();
+        for (job, envelope) in jobs.iter().zip(&envelopes) {
+            match there.remove(&job.info.id) {
+                // Its entry may have been lost with the interrupted run: written again.
+                Some(place) => self.write_moved_entry(job, envelope, place),
+                None => sends.push((job, envelope)),
+            }
+        }
+        let already = (jobs.len() - sends.len()) as u64;
         let ids: Vec<JobId> = sends.iter().map(|(j, _)| j.info.id).collect();
         self.list_batch(&ids).await?;
-        let mut topics: Vec<String> = sends
+        // One time for the whole batch: each job goes where the created topics say.
+        let now = now_ms();
+        let targets: Vec<String> = sends
             .iter()
-            .filter(|(j, _)| j.info.state != JobState::Dead)
-            .map(|(_, e)| self.topic_of(e, now_ms()))
+            .map(|(j, e)| self.moved_topic(j, e, now))
             .collect();
+        let mut topics = targets.clone();
         topics.sort_unstable();
         topics.dedup();
         self.producer.ensure_topics(&topics).await?;
-        // Produced together, in order: jobs of one ordering key land in one partition in the
-        // order the source listed them.
-        let produced =
-            futures::future::join_all(sends.iter().map(|(j, e)| self.produce_moved(j, e))).await;
+        // Produced together, in order: jobs of one ordering key bound for one topic land in
+        // one partition in the order the source listed them.
+        let produced = futures::future::join_all(
+            sends
+                .iter()
+                .zip(targets)
+                .map(|((j, e), topic)| self.produce_moved(j, e, topic)),
+        )
+        .await;
         produced
             .into_iter()
             .collect::<conveyor_core::Result<Vec<()>>>()?;
         self.journal.flush().await;
         Ok(Imported {
             stored: ids.len() as u64,
-            already: there.len() as u64,
+            already,
         })
     }
 }

@@ -75,6 +75,27 @@ impl Roster {
             .extend(jobs.iter().map(|j| (j.id, j.queue.clone())));
     }
 
+    /// Notes the jobs `owner` finished; the presence to write now when that left it running
+    /// nothing (an idle worker's runtime sends no heartbeat, so its last count would linger).
+    pub fn finished(&self, owner: &str, ids: &[JobId]) -> Option<Presence> {
+        if ids.is_empty() {
+            return None;
+        }
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = owners.get_mut(owner)?;
+        let had = entry.queues.len();
+        entry.queues.retain(|id, _| !ids.contains(id));
+        if had == 0 || !entry.queues.is_empty() {
+            return None;
+        }
+        entry.written = Some(Instant::now());
+        Some(Presence {
+            owner: owner.to_string(),
+            at: now_ms(),
+            running: BTreeMap::new(),
+        })
+    }
+
     /// The presence `owner` should write now, running `running` (its heartbeat's list); `None`
     /// when it wrote one less than [`INTERVAL`] ago.
     pub fn due(&self, owner: &str, running: &[JobId]) -> Option<Presence> {
@@ -175,6 +196,9 @@ mod tests {
         assert_eq!(presence.running.get("mail"), Some(&1));
         assert_eq!(presence.running.get("video"), Some(&1));
         assert_eq!(roster.due("w1", &running), None, "at most one per interval");
+        assert_eq!(roster.finished("w1", &[jobs[0].id]), None, "one still runs");
+        let idle = roster.finished("w1", &[jobs[2].id]).expect("idle now");
+        assert!(idle.running.is_empty());
         assert!(roster.leave("w1").running.is_empty());
     }
 }

@@ -81,7 +81,8 @@ fn replay_of(old: &Envelope) -> NewJob {
         queue: old.queue.clone(),
         priority: old.priority,
         max_attempts: old.max_attempts,
-        run_at: old.not_before.map(conveyor_core::JobInfo::time),
+        // Every replayed job came due: it runs now.
+        run_at: None,
         timeout: old.timeout,
         backoff: old.backoff,
         ordering_key: old.ordering_key.clone(),

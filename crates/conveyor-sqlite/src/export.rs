@@ -68,26 +68,33 @@ impl Export for SqliteEngine {
         Ok(running)
     }
 
-    async fn remove_moved(&self, ids: &[JobId]) -> conveyor_core::Result<u64> {
+    async fn remove_moved(&self, ids: &[JobId]) -> conveyor_core::Result<Vec<JobId>> {
         let ids: Vec<String> = ids.iter().map(JobId::to_string).collect();
-        let removed = self
+        let kept = self
             .store
             .run(move |conn| {
                 let tx = conn.transaction()?;
-                let mut removed = 0;
+                let mut kept = Vec::new();
                 for chunk in ids.chunks(REMOVE_CHUNK) {
                     let marks = vec!["?"; chunk.len()].join(",");
-                    // Only jobs that were movable: one a worker leased meanwhile stays.
                     let sql = format!(
                         "DELETE FROM jobs WHERE id IN ({marks}) \
                          AND state IN ('scheduled', 'available', 'retryable', 'dead')"
                     );
-                    removed += tx.execute(&sql, rusqlite::params_from_iter(chunk))?;
+                    tx.execute(&sql, rusqlite::params_from_iter(chunk))?;
+                    // What is left of the batch was taken by a worker since it was listed.
+                    let sql = format!("SELECT id FROM jobs WHERE id IN ({marks})");
+                    let mut left = tx.prepare(&sql)?;
+                    let rows = left
+                        .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))?;
+                    for id in rows {
+                        kept.push(crate::rows::job_id(&id?)?);
+                    }
                 }
                 tx.commit()?;
-                Ok(removed as u64)
+                Ok(kept)
             })
             .await?;
-        Ok(removed)
+        Ok(kept)
     }
 }

@@ -20,8 +20,8 @@ pub(crate) fn replay_of(old: &Transfer) -> NewJob {
         queue: info.queue.clone(),
         priority: info.priority,
         max_attempts: info.max_attempts,
-        // A job not due yet keeps its time; one that ran (or was due) runs now.
-        run_at: Some(info.run_at),
+        // Every replayed job came due (a retrying one's run_at is its next retry): it runs now.
+        run_at: None,
         timeout: old.timeout,
         backoff: old.backoff,
         ordering_key: info.ordering_key.clone(),

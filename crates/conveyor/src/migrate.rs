@@ -69,13 +69,9 @@ impl Conveyor {
                 *done.by_state.entry(job.info.state.to_string()).or_default() += 1;
             }
             let imported = import.import(jobs).await?;
-            if export.remove_moved(&ids).await? == 0 {
-                // Nothing left the source: exporting again would list the same jobs forever.
-                return Err(Error::Closed(format!(
-                    "the {} backend did not remove the {} jobs the target stored",
-                    self.name,
-                    ids.len()
-                )));
+            let taken = export.remove_moved(&ids).await?;
+            if !taken.is_empty() {
+                return Err(taken_during_the_move(self.name, &taken));
             }
             done.moved += ids.len() as u64;
             done.already += imported.already;
@@ -130,4 +126,21 @@ impl Conveyor {
         }
         Ok(moved)
     }
+}
+
+/// The error of a move whose source ran jobs it had just handed over: they may run on both
+/// engines, and the user must know which.
+fn taken_during_the_move(engine: &str, taken: &[JobId]) -> Error {
+    let shown: Vec<String> = taken.iter().take(20).map(JobId::to_string).collect();
+    let more = match taken.len() > shown.len() {
+        true => format!(" and {} more", taken.len() - shown.len()),
+        false => String::new(),
+    };
+    Error::Closed(format!(
+        "a worker of the {engine} backend took {} jobs while they were being moved, so they may \
+         run on both engines: {}{more}. Stop the source's workers, check these jobs with \
+         `conveyor job ID` on both backends, then run the move again",
+        taken.len(),
+        shown.join(", ")
+    ))
 }

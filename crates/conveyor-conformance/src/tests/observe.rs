@@ -311,21 +311,24 @@ pub async fn stats_count_running_jobs(h: &dyn ObserveHarness) {
             .queue("busy")
             .map(|q| (q.available, q.running, q.completed))
     };
-    let deadline = tokio::time::Instant::now() + crate::WAIT;
-    loop {
-        let stats = observer.stats().await.expect("stats");
-        if counts(&stats) == Some((0, 1, 0)) {
-            break;
+    let until = |want: (u64, u64, u64), what: &'static str| {
+        let observer = observer.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + crate::WAIT;
+            loop {
+                let stats = observer.stats().await.expect("stats");
+                if counts(&stats) == Some(want) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{what}: {stats:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the running job was never counted as running: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    until((0, 1, 0), "the running job was never counted as running").await;
     release.notify_one();
     worker.until_completed(&[id]).await;
+    // The worker idles on: it runs nothing, and says so.
+    until((0, 0, 1), "the finished job was never counted as completed").await;
     worker.stop().await;
-    let stats = observer.stats().await.expect("stats");
-    assert_eq!(counts(&stats), Some((0, 0, 1)), "{stats:?}");
 }
