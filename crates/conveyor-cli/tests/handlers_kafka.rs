@@ -142,13 +142,16 @@ fn live_pids(dir: &Path) -> Vec<u32> {
 }
 
 /// Answers HTTP/1.1 requests on 127.0.0.1 (a port chosen at run time) until the test ends:
-/// 400 with a body for a job whose payload has `"bad"`, 200 otherwise.
+/// 400 with a body for a job whose payload has `"bad"`; for `"busy"`, 429 with `Retry-After:
+/// 1` the first time; for `"slow"`, no answer for 5 s the first time; 200 otherwise.
 fn http_server() -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                 let mut writer = stream;
@@ -175,13 +178,24 @@ fn http_server() -> String {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let (status, text) = if String::from_utf8_lossy(&body).contains("\"bad\"") {
-                        ("400 Bad Request", "bad field: to")
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    // Each attempt's body differs (it has the attempt): one job of each.
+                    let first = |what: &str| {
+                        body.contains(&format!("\"{what}\""))
+                            && seen.lock().expect("seen").insert(what.to_string())
+                    };
+                    let (status, extra, text) = if body.contains("\"bad\"") {
+                        ("400 Bad Request", "", "bad field: to")
+                    } else if first("busy") {
+                        ("429 Too Many Requests", "Retry-After: 1\r\n", "slow down")
+                    } else if first("slow") {
+                        std::thread::sleep(Duration::from_secs(5));
+                        ("200 OK", "", "")
                     } else {
-                        ("200 OK", "")
+                        ("200 OK", "", "")
                     };
                     let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{text}",
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n{text}",
                         text.len()
                     );
                     if writer.write_all(response.as_bytes()).is_err() {
@@ -196,7 +210,8 @@ fn http_server() -> String {
 
 /// Exec (the shell example) and http handlers on Kafka through the binary: exit 0 and 2xx
 /// complete; a non-zero exit dead-letters (last attempt) with stderr's last line, a 400 at
-/// once with the response body. A pool whose command dies at start-up is backed off (a
+/// once with the response body; a 429 retries after its Retry-After and a request that times
+/// out retries, both then complete. A pool whose command dies at start-up is backed off (a
 /// handful of start-ups, not a hot loop) and its job fails with the start-up error.
 #[test]
 fn exec_http_and_a_crashing_pool_on_kafka() {
@@ -206,7 +221,7 @@ fn exec_http_and_a_crashing_pool_on_kafka() {
     std::fs::write(
         &config,
         format!(
-            "[[handlers]]\nkinds = [\"thumbnail\"]\nexec = {{ command = [{:?}] }}\n[[handlers]]\nkinds = [\"notify\"]\nhttp = {{ url = \"http://{}/jobs\" }}\n[[handlers]]\nkinds = [\"broken\"]\npool = {{ command = \"sh -c 'echo cannot load extension >&2; exit 3'\", allocate_timeout = \"2s\" }}\n",
+            "[[handlers]]\nkinds = [\"thumbnail\"]\nexec = {{ command = [{:?}] }}\n[[handlers]]\nkinds = [\"notify\"]\nhttp = {{ url = \"http://{}/jobs\", timeout = \"1s\" }}\n[[handlers]]\nkinds = [\"broken\"]\npool = {{ command = \"sh -c 'echo cannot load extension >&2; exit 3'\", allocate_timeout = \"2s\" }}\n",
             examples().join("shell/thumbnail.sh").display().to_string(),
             http_server()
         ),
@@ -228,11 +243,29 @@ fn exec_http_and_a_crashing_pool_on_kafka() {
     enqueue("notify", r#"{"to":"ada"}"#);
     let bad = enqueue("notify", r#"{"to":"bad"}"#);
     let broken = enqueue("broken", r#"{}"#);
+    let retried = |payload: &str| {
+        json(
+            &url,
+            &[
+                "enqueue",
+                "notify",
+                payload,
+                "--max-attempts",
+                "3",
+                "--json",
+            ],
+        )["id"]
+            .as_str()
+            .map(str::to_string)
+            .expect("id")
+    };
+    let busy = retried(r#"{"to":"busy"}"#);
+    let slow = retried(r#"{"to":"slow"}"#);
     let deadline = Instant::now() + PATIENCE;
     let letters = loop {
         let stats = json(&url, &["stats", "--json"]);
         let letters = json(&url, &["dlq", "list", "--json"]);
-        if stats["queues"][0]["completed"] == 2 && letters.as_array().is_some_and(|l| l.len() == 3)
+        if stats["queues"][0]["completed"] == 4 && letters.as_array().is_some_and(|l| l.len() == 3)
         {
             break letters;
         }
@@ -256,6 +289,13 @@ fn exec_http_and_a_crashing_pool_on_kafka() {
         error_of(&bad).ends_with("/jobs: HTTP 400: bad field: to"),
         "{letters}"
     );
+    for (id, error) in [(&busy, "HTTP 429: slow down"), (&slow, "1s")] {
+        let job = json(&url, &["job", id, "--json"]);
+        assert_eq!(job["state"], "completed", "{job}");
+        assert_eq!(job["attempt"], 2, "{job}");
+        let last = job["last_error"].as_str().unwrap_or_default();
+        assert!(last.contains(error), "{error:?} not in {job}");
+    }
     let error = error_of(&broken);
     for needle in [
         "no worker process of pool broken became free within allocate_timeout (2s)",
