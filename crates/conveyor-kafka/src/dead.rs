@@ -163,9 +163,13 @@ impl KafkaEngine {
                 ),
             )
         })?;
-        envelope.max_attempts = envelope
-            .attempt
-            .saturating_add(envelope.max_attempts.max(1));
+        // A fresh set of the attempts it was enqueued with, however often it was retried.
+        let budget = envelope
+            .attempt_budget
+            .unwrap_or(envelope.max_attempts)
+            .max(1);
+        envelope.attempt_budget = Some(budget);
+        envelope.max_attempts = envelope.attempt.saturating_add(budget);
         envelope.not_before = None;
         // It won its idempotency key when it was first enqueued.
         envelope.key_checked = true;

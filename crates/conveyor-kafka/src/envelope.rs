@@ -100,6 +100,9 @@ pub mod header {
     pub const MARKER: &str = "conveyor-marker";
     /// The job a replayed job re-runs (`conveyor replay`): its provenance.
     pub const REPLAY_OF: &str = "conveyor-replay-of";
+    /// The attempts a dead-letter retry gives: the attempts the job was enqueued with (set by
+    /// its first retry, which raises `conveyor-max-attempts`).
+    pub const ATTEMPT_BUDGET: &str = "conveyor-attempt-budget";
     /// `1` on the record of a keyed job whose idempotency key was checked (it won its key in
     /// the schedule topic): a worker runs it without checking again.
     pub const KEY_CHECKED: &str = "conveyor-key-checked";
@@ -144,6 +147,9 @@ pub struct Envelope {
     pub key_checked: bool,
     /// The job this one re-runs (header [`header::REPLAY_OF`]).
     pub replay_of: Option<JobId>,
+    /// The attempts a dead-letter retry gives, once one happened (header
+    /// [`header::ATTEMPT_BUDGET`]).
+    pub attempt_budget: Option<u32>,
 }
 
 impl Envelope {
@@ -169,6 +175,7 @@ impl Envelope {
             traceparent: None,
             key_checked: false,
             replay_of: job.replay_of,
+            attempt_budget: None,
         }
     }
 
@@ -224,6 +231,9 @@ impl Envelope {
         }
         if let Some(id) = self.replay_of {
             put(header::REPLAY_OF, id.to_string());
+        }
+        if let Some(budget) = self.attempt_budget {
+            put(header::ATTEMPT_BUDGET, budget.to_string());
         }
         Record {
             key: Some(self.key().into_bytes()),
@@ -293,6 +303,7 @@ impl Envelope {
             key_checked: text(header::KEY_CHECKED)? == Some("1"),
             // Provenance only: an unreadable one is dropped, never a reason to refuse the job.
             replay_of: text(header::REPLAY_OF)?.and_then(|id| id.parse().ok()),
+            attempt_budget: number(record, header::ATTEMPT_BUDGET)?,
         })
     }
 }

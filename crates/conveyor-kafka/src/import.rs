@@ -148,6 +148,7 @@ fn envelope_of(job: &Transfer, max_payload_bytes: usize) -> Result<Envelope, con
         traceparent: None,
         key_checked: false,
         replay_of: info.replay_of,
+        attempt_budget: None,
     })
 }
 

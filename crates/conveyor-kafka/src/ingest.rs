@@ -228,6 +228,7 @@ impl IngestDecoder {
             traceparent: None,
             key_checked: false,
             replay_of: None,
+            attempt_budget: None,
         }
     }
 }

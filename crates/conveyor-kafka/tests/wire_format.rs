@@ -56,6 +56,7 @@ fn fixture_envelope() -> Envelope {
         traceparent: None,
         key_checked: false,
         replay_of: None,
+        attempt_budget: None,
     }
 }
 

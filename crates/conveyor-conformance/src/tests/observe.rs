@@ -176,6 +176,13 @@ pub async fn a_dead_letter_retried_runs_again_with_fresh_attempts(h: &dyn Observ
     assert_eq!(dead.len(), 1, "{dead:#?}");
     assert_eq!((dead[0].job.id, dead[0].job.attempt), (id, 4));
     assert_eq!(mail(stats.stats().await.expect("stats")), 1);
+    // Each retry gives the attempts the job was enqueued with, not the last retry's total.
+    let again = admin.retry_dead(id).await.expect("retry dead again");
+    assert_eq!(
+        (again.attempt, again.max_attempts),
+        (4, 6),
+        "the same fresh set again"
+    );
 }
 
 /// `retry --all` puts every dead job back; once they died again, `purge` empties the list and
