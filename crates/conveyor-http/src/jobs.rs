@@ -1,0 +1,91 @@
+//! `/v1/jobs`: enqueue (one or a batch), status by id, cancel.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use conveyor::{Enqueued, JobId, JobInfo};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::request::{parse, BatchRequest, JobRequest, MAX_BATCH};
+use crate::Shared;
+
+fn enqueued(e: &Enqueued) -> serde_json::Value {
+    json!({ "id": e.id, "state": e.state, "duplicate": e.duplicate })
+}
+
+/// `POST /v1/jobs`: `201` with the new job, `200` with the existing one for a duplicate
+/// idempotency key.
+pub async fn enqueue(
+    State(app): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let job = parse::<JobRequest>(body)?.into_job()?;
+    let done = app.conveyor.dispatch(job).await?;
+    let status = match done.duplicate {
+        true => StatusCode::OK,
+        false => StatusCode::CREATED,
+    };
+    Ok((status, Json(enqueued(&done))).into_response())
+}
+
+/// `POST /v1/jobs/batch`: `{"jobs":[...]}`, every job checked before any is stored.
+pub async fn enqueue_batch(
+    State(app): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let batch = parse::<BatchRequest>(body)?;
+    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "jobs",
+            format!("give 1 to {MAX_BATCH} jobs (got {})", batch.jobs.len()),
+        ));
+    }
+    let jobs = batch
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(n, j)| {
+            j.into_job().map_err(|e| ApiError {
+                message: format!("jobs[{n}]: {}", e.message),
+                ..e
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let done = app.conveyor.dispatch_batch(jobs).await?;
+    let jobs: Vec<_> = done.iter().map(enqueued).collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// A job id from the path; a malformed one is a `400` naming `id`.
+pub fn job_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse::<JobId>()
+        .map_err(|_| ApiError::invalid("id", format!("{text:?} is not a job id (a UUID)")))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn job(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, ApiError> {
+    let id = job_id(&id)?;
+    match app.conveyor.status(id).await? {
+        Some(info) => Ok(Json(info)),
+        None => Err(ApiError::status(
+            StatusCode::NOT_FOUND,
+            format!("job not found: {id}"),
+        )),
+    }
+}
+
+/// `POST /v1/jobs/{id}/cancel`: the job as it is after the call.
+pub async fn cancel(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, ApiError> {
+    let id = job_id(&id)?;
+    Ok(Json(app.conveyor.cancel(id).await?))
+}

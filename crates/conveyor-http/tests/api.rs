@@ -1,0 +1,445 @@
+//! The HTTP API end to end, one suite for both engines: every route, and each `4xx` path,
+//! against a server on 127.0.0.1 (a port chosen at run time) over a temporary SQLite file and
+//! over the real broker (`scripts/dev-broker`, or `CONVEYOR_TEST_KAFKA`).
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use conveyor::{Conveyor, Registry, WorkerConfig};
+use conveyor_http::{check_exposure, router, HttpConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Longest a polling loop waits.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn broker() -> &'static str {
+    static ADDRESS: OnceLock<String> = OnceLock::new();
+    ADDRESS.get_or_init(|| {
+        if let Ok(address) = std::env::var("CONVEYOR_TEST_KAFKA") {
+            return address;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/dev-broker");
+        let out = Command::new(script)
+            .args(["start", "--memory"])
+            .output()
+            .expect("run scripts/dev-broker");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("address")
+            .trim()
+            .to_string()
+    })
+}
+
+/// A server over a fresh backend of `engine`, and a client for it.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    conveyor: Conveyor,
+    token: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn tag() -> String {
+    uuid::Uuid::now_v7().simple().to_string()[20..].to_string()
+}
+
+impl Api {
+    async fn start(engine: &str, token: Option<&str>) -> Api {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine {
+            "sqlite" => format!("sqlite://{}", dir.path().join("api.db").display()),
+            _ => format!(
+                "kafka://{}?prefix=api{}.&partitions=2&session_timeout=6s",
+                broker(),
+                tag()
+            ),
+        };
+        let conveyor = Conveyor::connect(&url).await.expect("open backend");
+        let config = HttpConfig {
+            token: token.map(str::to_string),
+            body_limit: 64 * 1024,
+        };
+        let app = router(conveyor.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(conveyor_http::serve(listener, app, std::future::pending()));
+        Api {
+            base,
+            client: reqwest::Client::new(),
+            conveyor,
+            token: token.map(str::to_string),
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn raw(&self, path: &str, body: &'static str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a job until `done` holds.
+    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, job) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
+            if status == StatusCode::OK && done(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id}: {status} {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Asserts a `4xx` with `{"error","field"}` naming `field`.
+fn refused(answer: (StatusCode, Value), status: StatusCode, field: Option<&str>) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["field"].as_str(), field, "{body}");
+}
+
+async fn enqueue_status_cancel_and_duplicates(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let (status, health) = api.call("GET", "/healthz", None).await;
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    let later = json!({"kind": "noop", "queue": "mail", "in": "1h", "payload": {"to": "ada"}});
+    let (status, job) = api.call("POST", "/v1/jobs", Some(later)).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["state"], "scheduled");
+    assert_eq!(job["duplicate"], false);
+    let id = job["id"].as_str().expect("id").to_string();
+    let seen = api.until(&id, |j| j["state"] == "scheduled").await;
+    assert_eq!(seen["payload"], json!({"to": "ada"}));
+    assert_eq!(seen["queue"], "mail");
+
+    let key = format!("welcome-{}", tag());
+    let keyed = json!({"kind": "noop", "key": key, "in": "1h"});
+    let (status, first) = api.call("POST", "/v1/jobs", Some(keyed.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = api.call("POST", "/v1/jobs", Some(keyed)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a duplicate key answers 200: {again}"
+    );
+    assert_eq!(
+        (again["id"].clone(), again["duplicate"].clone()),
+        (first["id"].clone(), json!(true))
+    );
+
+    let (status, cancelled) = api
+        .call("POST", &format!("/v1/jobs/{id}/cancel"), None)
+        .await;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    api.until(&id, |j| j["state"] == "cancelled").await;
+
+    let batch = json!({"jobs": [{"kind": "noop", "in": "1h"}, {"kind": "echo", "in": "1h"}]});
+    let (status, stored) = api.call("POST", "/v1/jobs/batch", Some(batch)).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["jobs"].as_array().map(Vec::len), Some(2), "{stored}");
+
+    let unknown = "01900000-0000-7000-8000-000000000000";
+    refused(
+        api.call("GET", &format!("/v1/jobs/{unknown}"), None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    refused(
+        api.call("GET", "/v1/jobs/42", None).await,
+        StatusCode::BAD_REQUEST,
+        Some("id"),
+    );
+    refused(
+        api.call("POST", "/v1/jobs/42/cancel", None).await,
+        StatusCode::BAD_REQUEST,
+        Some("id"),
+    );
+}
+
+async fn bad_input_answers_4xx_naming_the_field(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let bad = StatusCode::BAD_REQUEST;
+    refused(api.raw("/v1/jobs", "{not json").await, bad, Some("body"));
+    let cases = [
+        (json!({"kind": "noop", "colour": "red"}), "colour"),
+        (json!({"payload": {}}), "kind"),
+        (json!({"kind": "bad kind!"}), "kind"),
+        (json!({"kind": "noop", "queue": ""}), "queue"),
+        (json!({"kind": "noop", "in": "soon"}), "in"),
+        (json!({"kind": "noop", "at": "tomorrow"}), "at"),
+        (
+            json!({"kind": "noop", "in": "1h", "at": "2030-01-01T00:00:00Z"}),
+            "in",
+        ),
+        (json!({"kind": "noop", "max_attempts": 0}), "max_attempts"),
+        (json!({"kind": "noop", "timeout": "forever"}), "timeout"),
+        (json!({"kind": "noop", "priority": "high"}), "body"),
+    ];
+    for (body, field) in cases {
+        refused(
+            api.call("POST", "/v1/jobs", Some(body)).await,
+            bad,
+            Some(field),
+        );
+    }
+    let big = json!({"kind": "noop", "payload": {"blob": "x".repeat(100 * 1024)}});
+    refused(
+        api.call("POST", "/v1/jobs", Some(big)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+    );
+    refused(
+        api.call("POST", "/v1/jobs/batch", Some(json!({"jobs": []})))
+            .await,
+        bad,
+        Some("jobs"),
+    );
+    let one_bad = json!({"jobs": [{"kind": "noop"}, {"kind": "noop", "in": "soon"}]});
+    refused(
+        api.call("POST", "/v1/jobs/batch", Some(one_bad)).await,
+        bad,
+        Some("in"),
+    );
+    refused(
+        api.call("GET", "/v1/dead-letter?limit=0", None).await,
+        bad,
+        Some("limit"),
+    );
+    refused(
+        api.call("GET", "/v1/dead-letter?limit=many", None).await,
+        bad,
+        Some("limit"),
+    );
+    refused(
+        api.call("POST", "/v1/queues/bad%20queue!/purge", None)
+            .await,
+        bad,
+        Some("queue"),
+    );
+    let cron = json!({"name": "n", "expr": "every tuesday", "kind": "noop"});
+    let (status, body) = api.call("POST", "/v1/cron", Some(cron)).await;
+    assert_eq!(status, bad, "{body}");
+    refused(
+        api.call("DELETE", "/v1/cron/nosuch", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    refused(
+        api.call("GET", "/v2/jobs", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    // Nothing of the above was stored.
+    let (_, queues) = api.call("GET", "/v1/queues", None).await;
+    let waiting: u64 = queues["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| q["available"].as_u64().unwrap_or(0) + q["scheduled"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(waiting, 0, "{queues}");
+}
+
+async fn queues_dead_letters_and_cron(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let doomed = json!({"kind": "fail", "queue": "doomed", "max_attempts": 1});
+    let (_, job) = api.call("POST", "/v1/jobs", Some(doomed)).await;
+    let id = job["id"].as_str().expect("id").to_string();
+    let config = WorkerConfig {
+        queues: vec!["doomed".into()],
+        ..WorkerConfig::default()
+    };
+    let worker = api.conveyor.worker(Registry::with_builtins(), config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    api.until(&id, |j| j["state"] == "dead").await;
+    let deadline = Instant::now() + PATIENCE;
+    let letters = loop {
+        let (status, letters) = api.call("GET", "/v1/dead-letter?limit=10", None).await;
+        assert_eq!(status, StatusCode::OK, "{letters}");
+        if letters
+            .as_array()
+            .is_some_and(|l| l.iter().any(|d| d["id"] == id.as_str()))
+        {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "never listed: {letters}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(letters[0]["last_error"].as_str().is_some(), "{letters}");
+    let (status, retried) = api
+        .call("POST", &format!("/v1/dead-letter/{id}/retry"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["state"], "available");
+    api.until(&id, |j| j["state"] == "dead" && j["attempt"] == 2)
+        .await;
+    let (status, all) = api.call("POST", "/v1/dead-letter/retry", None).await;
+    assert_eq!(
+        (status, all["retried"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{all}"
+    );
+    api.until(&id, |j| j["state"] == "dead" && j["attempt"] == 3)
+        .await;
+    let _ = stop.send(());
+    running.await.expect("worker task").expect("worker");
+    let (status, purged) = api.call("POST", "/v1/dead-letter/purge", None).await;
+    assert_eq!(
+        (status, purged["purged"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{purged}"
+    );
+
+    for _ in 0..2 {
+        api.call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop", "queue": "idle"})),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, stats) = api.call("GET", "/v1/queues", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let idle = stats["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["queue"] == "idle"))
+            .cloned();
+        if idle.as_ref().is_some_and(|q| q["available"] == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, purged) = api.call("POST", "/v1/queues/idle/purge", None).await;
+    assert_eq!(
+        (status, purged["purged"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{purged}"
+    );
+
+    let entry =
+        json!({"name": "nightly", "expr": "0 3 * * *", "kind": "noop", "payload": {"a": 1}});
+    let (status, added) = api.call("POST", "/v1/cron", Some(entry)).await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert!(added["next_run_at"].as_str().is_some(), "{added}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = api.call("GET", "/v1/cron", None).await;
+        if list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["name"] == "nightly"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = api.call("DELETE", "/v1/cron/nightly", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+async fn a_token_guards_the_api_but_not_healthz(engine: &str) {
+    let mut api = Api::start(engine, Some("s3cret")).await;
+    let (status, _) = api.call("GET", "/v1/queues", None).await;
+    assert_eq!(status, StatusCode::OK);
+    api.token = Some("wrong".into());
+    refused(
+        api.call("GET", "/v1/queues", None).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    api.token = None;
+    refused(
+        api.call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    let (status, _) = api.call("GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn only_loopback_listens_without_a_token() {
+    let any = "0.0.0.0:7070".parse().expect("address");
+    assert!(check_exposure(any, None).is_err());
+    assert!(check_exposure(any, Some("t")).is_ok());
+    assert!(check_exposure("127.0.0.1:7070".parse().expect("address"), None).is_ok());
+    assert!(check_exposure("[::1]:7070".parse().expect("address"), None).is_ok());
+}
+
+macro_rules! api_suite {
+    ($engine:ident) => {
+        mod $engine {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn enqueue_status_cancel_and_duplicates() {
+                super::enqueue_status_cancel_and_duplicates(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bad_input_answers_4xx_naming_the_field() {
+                super::bad_input_answers_4xx_naming_the_field(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn queues_dead_letters_and_cron() {
+                super::queues_dead_letters_and_cron(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_token_guards_the_api_but_not_healthz() {
+                super::a_token_guards_the_api_but_not_healthz(stringify!($engine)).await;
+            }
+        }
+    };
+}
+
+api_suite!(sqlite);
+api_suite!(kafka);
