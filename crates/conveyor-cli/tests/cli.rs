@@ -65,6 +65,7 @@ impl Sandbox {
             .current_dir(self.dir.path())
             .env_remove("CONVEYOR_CONFIG")
             .env_remove("CONVEYOR_LISTEN")
+            .env_remove("CONVEYOR_TOKEN")
             .env_remove("RUST_LOG")
             .env("CONVEYOR_BACKEND", &self.url);
         cmd
@@ -600,6 +601,28 @@ fn the_configuration_file_names_the_backend() {
         .fails(2, "nope.toml");
 }
 
+/// A plain HTTP/1.0 GET on `address`: the status line and the body.
+fn http_get(address: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&["serve", "--listen", "0.0.0.0:0"])
+        .fails(2, "without a token: set CONVEYOR_TOKEN");
+}
+
 #[test]
 fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     let sandbox = Sandbox::new();
@@ -610,7 +633,10 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     .expect("write config");
     let before = sandbox.run(&["enqueue", "noop"]);
     let before = before.ok().to_string();
-    let mut serve = sandbox.spawn(&["serve", "--concurrency", "4"], "serve.log");
+    let mut serve = sandbox.spawn(
+        &["serve", "--concurrency", "4", "--listen", "127.0.0.1:0"],
+        "serve.log",
+    );
 
     let after = sandbox.run(&["enqueue", "noop", "--json"]).json();
     let doomed = sandbox.run(&["enqueue", "fail", "--max-attempts", "2"]);
@@ -619,6 +645,17 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     sandbox.wait_for_state(after["id"].as_str().expect("id"), "completed");
     let dead = sandbox.wait_for_state(&doomed, "dead");
     assert_eq!(dead["attempt"], 2);
+    // The HTTP API answers beside the workers, on the port the system chose.
+    let log = std::fs::read_to_string(sandbox.path("serve.log")).unwrap_or_default();
+    let address = log
+        .split("HTTP API on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no HTTP address in the log:\n{log}"))
+        .to_string();
+    let (status, body) = http_get(&address, &format!("/v1/jobs/{before}"));
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(body.contains("\"completed\""), "{body}");
     assert!(
         dead["last_error"]
             .as_str()

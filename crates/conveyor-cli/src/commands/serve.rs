@@ -8,8 +8,14 @@ use super::Context;
 use crate::cli::{ServeArgs, WorkerArgs};
 use crate::handlers::{self, Built};
 
-/// Runs workers and the cron scheduler until `shutdown` resolves, after upserting the cron
-/// entries of the configuration file.
+/// How long requests in flight may take to finish once the workers stopped.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where `conveyor serve` listens when neither `--listen`, `CONVEYOR_LISTEN` nor the file says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Runs the HTTP API, workers and the cron scheduler until `shutdown` resolves, after
+/// upserting the cron entries of the configuration file; then drains all three.
 pub async fn serve(
     ctx: &Context,
     args: ServeArgs,
@@ -18,10 +24,14 @@ pub async fn serve(
     let config = ctx
         .config
         .worker_config(&args.worker.queues, args.worker.concurrency)?;
-    let listen = args.listen.or_else(|| ctx.config.file.listen.clone());
-    if let Some(addr) = &listen {
-        check_listen(addr)?;
-    }
+    let listen = args
+        .listen
+        .or_else(|| ctx.config.file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    check_listen(&listen)?;
+    let token = std::env::var("CONVEYOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let conveyor = ctx.open_worker(&args.worker).await?;
     let entries = ctx.config.cron_entries();
     for entry in &entries {
@@ -32,18 +42,54 @@ pub async fn serve(
         cron_entries = entries.len(),
         "cron entries from the configuration upserted"
     );
-    tracing::info!(
-        listen = listen.as_deref().unwrap_or("-"),
-        "the HTTP API is not served by this build yet; the listen address is recorded for it"
-    );
     let (registry, built) = registry(ctx, &config)?;
+    let http = bind_http(&listen, token.as_deref()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let app = conveyor_http::router(
+        conveyor.clone(),
+        conveyor_http::HttpConfig {
+            token,
+            ..conveyor_http::HttpConfig::default()
+        },
+    );
+    let mut http_stop = stopped;
+    let server = tokio::spawn(conveyor_http::serve(http, app, async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
     let mut worker = conveyor.worker(registry, config);
     worker.observe(log_event);
+    // The API answers (status, stats) while the workers drain, and stops after them.
     let result = conveyor.serve_worker(worker, shutdown).await;
+    let _ = stop.send(true);
     built.shutdown().await;
+    match tokio::time::timeout(HTTP_DRAIN, server).await {
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "the HTTP API stopped with an error"),
+        Err(_) => tracing::warn!("HTTP requests still open after {HTTP_DRAIN:?}: dropped"),
+        _ => {}
+    }
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the API's address, refusing one beyond this machine without a token, and says where
+/// it listens (the port the system chose, for `:0`).
+async fn bind_http(listen: &str, token: Option<&str>) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr()?;
+    conveyor_http::check_exposure(address, token)
+        .map_err(|e| Error::invalid("listen", e.to_string()))?;
+    tracing::info!(
+        "HTTP API on http://{address}/v1 (health: /healthz){}",
+        if token.is_some() {
+            ", bearer token required"
+        } else {
+            ""
+        }
+    );
+    Ok(listener)
 }
 
 /// Runs workers (no cron scheduler, no HTTP) until `shutdown` resolves.

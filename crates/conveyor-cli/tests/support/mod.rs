@@ -83,7 +83,13 @@ impl Fleet {
     /// A `conveyor serve` (workers and the cron scheduler) on `url`, logging every job's start
     /// into `log`.
     pub fn spawn_serve(&mut self, url: &str, log: &Path) {
-        self.spawn("serve", url, log, &[], "info,conveyor::commands=debug");
+        self.spawn(
+            "serve",
+            url,
+            log,
+            &["--listen", "127.0.0.1:0"],
+            "info,conveyor::commands=debug",
+        );
     }
 
     fn spawn(&mut self, verb: &str, url: &str, log: &Path, args: &[&str], rust_log: &str) {
