@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, on, MethodFilter};
 use axum::{Json, Router};
 use conveyor::Conveyor;
 use serde_json::json;
@@ -88,23 +88,13 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
         conveyor,
         token: config.token.filter(|t| !t.is_empty()),
     });
-    let v1 = Router::new()
-        .route("/jobs", post(jobs::enqueue))
-        .route("/jobs/batch", post(jobs::enqueue_batch))
-        .route("/jobs/{id}", get(jobs::job))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/queues", get(admin::queues))
-        .route("/queues/{queue}/purge", post(admin::purge))
-        .route("/dead-letter", get(admin::dead_letters))
-        .route("/dead-letter/retry", post(admin::retry_all_dead))
-        .route("/dead-letter/purge", post(admin::purge_dead))
-        .route("/dead-letter/{id}/retry", post(admin::retry_dead))
-        .route("/cron", get(admin::cron_list).post(admin::cron_add))
-        .route("/cron/{name}", delete(admin::cron_remove))
+    let v1 = guarded_routes()
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
-        ));
+        ))
+        // Added after the auth layer: the document is open, like /healthz.
+        .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(healthz))
@@ -119,6 +109,43 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .with_state(app)
+}
+
+/// Registers the `/v1` routes behind the token and lists them in [`ROUTES`] from one table, so
+/// the OpenAPI document can be checked against what is served.
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Every `/v1` route behind the token: (method, path under `/v1`).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn guarded_routes() -> Router<Shared> {
+            Router::new()$(.route($path, on(MethodFilter::$method, $handler)))*
+        }
+    };
+}
+
+api_routes! {
+    POST "/jobs" => jobs::enqueue,
+    POST "/jobs/batch" => jobs::enqueue_batch,
+    GET "/jobs/{id}" => jobs::job,
+    POST "/jobs/{id}/cancel" => jobs::cancel,
+    GET "/queues" => admin::queues,
+    POST "/queues/{queue}/purge" => admin::purge,
+    GET "/dead-letter" => admin::dead_letters,
+    POST "/dead-letter/retry" => admin::retry_all_dead,
+    POST "/dead-letter/purge" => admin::purge_dead,
+    POST "/dead-letter/{id}/retry" => admin::retry_dead,
+    GET "/cron" => admin::cron_list,
+    POST "/cron" => admin::cron_add,
+    DELETE "/cron/{name}" => admin::cron_remove,
+}
+
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// `GET /healthz`: open, for load balancers.

@@ -407,6 +407,11 @@ async fn a_token_guards_the_api_but_not_healthz(engine: &str) {
     );
     let (status, _) = api.call("GET", "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, document) = api.call("GET", "/v1/openapi.json", None).await;
+    assert_eq!(
+        (status, document["openapi"].as_str()),
+        (StatusCode::OK, Some("3.1.0"))
+    );
 }
 
 #[test]
