@@ -14,6 +14,8 @@ pub enum JobEvent {
         id: JobId,
         /// Kind.
         kind: String,
+        /// Queue.
+        queue: String,
         /// Attempt number.
         attempt: u32,
     },
@@ -23,6 +25,8 @@ pub enum JobEvent {
         id: JobId,
         /// Kind.
         kind: String,
+        /// Queue.
+        queue: String,
         /// How long the attempt ran.
         #[serde(with = "duration_ms")]
         took: Duration,
@@ -33,6 +37,8 @@ pub enum JobEvent {
         id: JobId,
         /// Kind.
         kind: String,
+        /// Queue.
+        queue: String,
         /// Attempt that failed.
         attempt: u32,
         /// Its error.
@@ -44,6 +50,8 @@ pub enum JobEvent {
         id: JobId,
         /// Kind.
         kind: String,
+        /// Queue.
+        queue: String,
         /// The last error.
         error: String,
     },
@@ -53,6 +61,8 @@ pub enum JobEvent {
         id: JobId,
         /// Kind.
         kind: String,
+        /// Queue.
+        queue: String,
     },
 }
 

@@ -24,7 +24,11 @@ pub async fn enqueue(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let job = parse::<JobRequest>(body)?.into_job()?;
+    let (queue, kind) = (job.queue.clone(), job.kind.clone());
     let done = app.conveyor.dispatch(job).await?;
+    if !done.duplicate {
+        crate::metrics::enqueued(&queue, &kind, 1);
+    }
     let status = match done.duplicate {
         true => StatusCode::OK,
         false => StatusCode::CREATED,
@@ -55,7 +59,16 @@ pub async fn enqueue_batch(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let labels: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.queue.clone(), j.kind.clone()))
+        .collect();
     let done = app.conveyor.dispatch_batch(jobs).await?;
+    for ((queue, kind), e) in labels.iter().zip(&done) {
+        if !e.duplicate {
+            crate::metrics::enqueued(queue, kind, 1);
+        }
+    }
     let jobs: Vec<_> = done.iter().map(enqueued).collect();
     Ok(Json(json!({ "jobs": jobs })))
 }

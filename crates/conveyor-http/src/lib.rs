@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod error;
 mod jobs;
+pub mod metrics;
 mod request;
 
 use std::future::Future;
@@ -95,8 +96,15 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
         ))
         // Added after the auth layer: the document is open, like /healthz.
         .route("/openapi.json", get(openapi));
+    let scrape = Router::new()
+        .route("/metrics", get(metrics_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/v1", v1)
+        .merge(scrape)
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -146,6 +154,18 @@ pub const OPENAPI: &str = include_str!("../assets/openapi.json");
 /// `GET /v1/openapi.json`.
 async fn openapi() -> impl axum::response::IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// `GET /metrics`: Prometheus text exposition (behind the token when one is set).
+async fn metrics_route(State(app): State<Shared>) -> impl axum::response::IntoResponse {
+    let text = metrics::render(&app.conveyor).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 /// `GET /healthz`: open, for load balancers.

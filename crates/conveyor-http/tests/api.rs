@@ -398,6 +398,11 @@ async fn a_token_guards_the_api_but_not_healthz(engine: &str) {
         StatusCode::UNAUTHORIZED,
         None,
     );
+    refused(
+        api.call("GET", "/metrics", None).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
     api.token = None;
     refused(
         api.call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
@@ -411,6 +416,92 @@ async fn a_token_guards_the_api_but_not_healthz(engine: &str) {
     assert_eq!(
         (status, document["openapi"].as_str()),
         (StatusCode::OK, Some("3.1.0"))
+    );
+}
+
+/// The value of the first sample of `metric` whose labels include every one of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn metrics_count_jobs_and_read_the_queues(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let queue = format!("m{}", tag());
+    for kind in ["noop", "noop", "fail"] {
+        let job = json!({"kind": kind, "queue": queue, "max_attempts": 1});
+        let (status, _) = api.call("POST", "/v1/jobs", Some(job)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let config = WorkerConfig {
+        queues: vec![queue.clone()],
+        ..WorkerConfig::default()
+    };
+    let mut worker = api.conveyor.worker(Registry::with_builtins(), config);
+    worker.observe(conveyor_http::metrics::record);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let q = format!("queue=\"{queue}\"");
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let response = api
+            .client
+            .get(format!("{}/metrics", api.base))
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("text");
+        let done = sample(&text, "conveyor_queue_jobs", &[&q, "state=\"completed\""]) == Some(2.0)
+            && sample(&text, "conveyor_jobs_dead_lettered_total", &[&q]) == Some(1.0);
+        if done {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = stop.send(());
+    running.await.expect("worker task").expect("worker");
+    let noop = "kind=\"noop\"";
+    assert_eq!(
+        sample(&text, "conveyor_jobs_enqueued_total", &[&q, noop]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_jobs_started_total", &[&q, noop]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_jobs_completed_total", &[&q, noop]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_jobs_failed_total", &[&q, "kind=\"fail\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_job_run_seconds_count", &[&q, noop]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_job_wait_seconds_count", &[&q, noop]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "conveyor_queue_jobs", &[&q, "state=\"dead\""]),
+        Some(1.0),
+        "{text}"
     );
 }
 
@@ -437,6 +528,10 @@ macro_rules! api_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn queues_dead_letters_and_cron() {
                 super::queues_dead_letters_and_cron(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn metrics_count_jobs_and_read_the_queues() {
+                super::metrics_count_jobs_and_read_the_queues(stringify!($engine)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_token_guards_the_api_but_not_healthz() {

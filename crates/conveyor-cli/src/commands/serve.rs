@@ -58,6 +58,7 @@ pub async fn serve(
     }));
     let mut worker = conveyor.worker(registry, config);
     worker.observe(log_event);
+    worker.observe(conveyor_http::metrics::record);
     // The API answers (status, stats) while the workers drain, and stops after them.
     let result = conveyor.serve_worker(worker, shutdown).await;
     let _ = stop.send(true);
@@ -163,10 +164,12 @@ fn check_listen(addr: &str) -> Result<(), Error> {
 /// at error, the rest at debug.
 fn log_event(event: &JobEvent) {
     match event {
-        JobEvent::Started { id, kind, attempt } => {
+        JobEvent::Started {
+            id, kind, attempt, ..
+        } => {
             tracing::debug!(job = %id, kind, attempt, "started");
         }
-        JobEvent::Completed { id, kind, took } => {
+        JobEvent::Completed { id, kind, took, .. } => {
             tracing::debug!(job = %id, kind, took_ms = took.as_millis() as u64, "completed");
         }
         JobEvent::Failed {
@@ -174,13 +177,16 @@ fn log_event(event: &JobEvent) {
             kind,
             attempt,
             error,
+            ..
         } => {
             tracing::warn!(job = %id, kind, attempt, error, "attempt failed; will retry");
         }
-        JobEvent::Dead { id, kind, error } => {
+        JobEvent::Dead {
+            id, kind, error, ..
+        } => {
             tracing::error!(job = %id, kind, error, "dead-lettered");
         }
-        JobEvent::Cancelled { id, kind } => {
+        JobEvent::Cancelled { id, kind, .. } => {
             tracing::info!(job = %id, kind, "stopped while running (cancelled or released)");
         }
     }

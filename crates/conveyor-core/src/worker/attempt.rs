@@ -26,7 +26,7 @@ pub(super) async fn run_guarded(
         return run_attempt(&shared, handler, job).await;
     };
     let (id, attempt, max_attempts) = (job.id, job.attempt, job.max_attempts);
-    let kind = job.kind.clone();
+    let (kind, queue) = (job.kind.clone(), job.queue.clone());
     let run = run_attempt(&shared, handler, job);
     tokio::pin!(run);
     let mut renewals = true;
@@ -49,6 +49,7 @@ pub(super) async fn run_guarded(
     shared.emit(|| JobEvent::Failed {
         id,
         kind,
+        queue,
         attempt,
         error: error.clone(),
     });
@@ -75,6 +76,7 @@ pub(super) async fn run_attempt(
     shared.emit(|| JobEvent::Started {
         id: job.id,
         kind: job.kind.clone(),
+        queue: job.queue.clone(),
         attempt: job.attempt,
     });
     let started = Instant::now();
@@ -115,21 +117,28 @@ fn decide(job: &Job, outcome: Outcome, backoff: &Backoff) -> Completion {
 }
 
 fn event_for(job: &Job, completion: &Completion, took: Duration) -> JobEvent {
-    let (id, kind) = (job.id, job.kind.clone());
+    let (id, kind, queue) = (job.id, job.kind.clone(), job.queue.clone());
     match completion {
-        Completion::Completed => JobEvent::Completed { id, kind, took },
+        Completion::Completed => JobEvent::Completed {
+            id,
+            kind,
+            queue,
+            took,
+        },
         Completion::Retry { error, .. } => JobEvent::Failed {
             id,
             kind,
+            queue,
             attempt: job.attempt,
             error: error.clone(),
         },
         Completion::Dead { error } => JobEvent::Dead {
             id,
             kind,
+            queue,
             error: error.clone(),
         },
-        Completion::Cancelled | Completion::Released => JobEvent::Cancelled { id, kind },
+        Completion::Cancelled | Completion::Released => JobEvent::Cancelled { id, kind, queue },
     }
 }
 

@@ -265,6 +265,7 @@ impl Loop {
         self.shared.emit(|| JobEvent::Dead {
             id: job.id,
             kind: job.kind.clone(),
+            queue: job.queue.clone(),
             error: error.clone(),
         });
         self.pending.push(Report {
