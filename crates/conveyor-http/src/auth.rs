@@ -37,7 +37,7 @@ pub async fn require_token(State(app): State<Shared>, request: Request, next: Ne
 
 /// Compares in time independent of where the inputs differ, so the answer's timing does not
 /// tell how much of a guessed token was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod dashboard;
 mod error;
 mod jobs;
 pub mod metrics;
@@ -105,6 +106,7 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(scrape)
+        .merge(dashboard::routes(app.clone()))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))

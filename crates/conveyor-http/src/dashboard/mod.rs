@@ -1,0 +1,59 @@
+//! The web dashboard at `/`: server-rendered pages (askama templates, escaped by default), no
+//! script at all, plain forms for actions. Every action is a POST carrying the CSRF token of a
+//! `SameSite=Strict` cookie (double submit); with a server token set, pages want the sign-in
+//! cookie the login form sets.
+
+mod pages;
+mod session;
+
+use axum::http::{header, HeaderValue};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::Shared;
+
+/// No script, styles and forms from this server only, never framed.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The dashboard's routes.
+pub(crate) fn routes(app: Shared) -> Router<Shared> {
+    let pages = Router::new()
+        .route("/", get(pages::queues))
+        .route("/jobs", get(pages::search))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/{id}/cancel", post(pages::cancel))
+        .route("/dead-letter", get(pages::dead_letters))
+        .route("/dead-letter/retry", post(pages::retry_all))
+        .route("/dead-letter/purge", post(pages::purge))
+        .route("/dead-letter/{id}/retry", post(pages::retry))
+        .route("/cron", get(pages::cron))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app,
+            session::require_sign_in,
+        ));
+    Router::new()
+        .merge(pages)
+        .route("/login", get(pages::login_form).post(session::login))
+        .route("/assets/app.css", get(stylesheet))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+}
+
+async fn stylesheet() -> impl axum::response::IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../assets/app.css"),
+    )
+}
