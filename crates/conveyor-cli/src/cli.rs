@@ -33,9 +33,28 @@ pub struct Cli {
     #[arg(long, global = true, env = "CONVEYOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Log lines on stderr as text, or as one JSON object per line (for log shippers).
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    Json,
 }
 
 /// Every verb of the `conveyor` binary.

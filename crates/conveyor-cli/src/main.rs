@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.command.default_log_level());
+    init_tracing(cli.command.default_log_level(), cli.log_format);
     let shutdown = match signals::shutdown() {
         Ok(shutdown) => shutdown,
         Err(err) => {
@@ -32,13 +32,15 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides `default_level`.
-fn init_tracing(default_level: &str) {
+/// Logs go to stderr, as text or JSON lines; `RUST_LOG` overrides `default_level`.
+fn init_tracing(default_level: &str, format: cli::LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        cli::LogFormat::Json => logs.json().init(),
+    }
 }

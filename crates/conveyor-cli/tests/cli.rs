@@ -66,6 +66,7 @@ impl Sandbox {
             .env_remove("CONVEYOR_CONFIG")
             .env_remove("CONVEYOR_LISTEN")
             .env_remove("CONVEYOR_TOKEN")
+            .env_remove("CONVEYOR_LOG_FORMAT")
             .env_remove("RUST_LOG")
             .env("CONVEYOR_BACKEND", &self.url);
         cmd
@@ -634,7 +635,15 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     let before = sandbox.run(&["enqueue", "noop"]);
     let before = before.ok().to_string();
     let mut serve = sandbox.spawn(
-        &["serve", "--concurrency", "4", "--listen", "127.0.0.1:0"],
+        &[
+            "serve",
+            "--concurrency",
+            "4",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
         "serve.log",
     );
 
@@ -682,6 +691,15 @@ fn serve_runs_jobs_and_stops_cleanly_on_sigterm() {
     let log = std::fs::read_to_string(sandbox.path("serve.log")).unwrap_or_default();
     assert_eq!(exit.code(), Some(0), "serve log:\n{log}");
     assert!(log.contains("starting"), "serve log:\n{log}");
+    // `--log-format json`: every line is one JSON object with a level and a message.
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 
     // The failed job is in the dead-letter list; retrying it makes it available again.
     let dlq = sandbox.run(&["dlq", "list", "--json"]).json();
