@@ -116,6 +116,7 @@ macro_rules! engine_conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             completes_a_job,
+            trace_context_reaches_the_handler,
             retries_with_backoff_then_completes,
             discard_goes_straight_to_dead,
             events_report_the_lifecycle,

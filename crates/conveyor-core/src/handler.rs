@@ -62,6 +62,10 @@ impl JobContext {
     pub fn attempt(&self) -> u32 {
         self.job.attempt
     }
+    /// The W3C trace context of the job's enqueue, to continue its trace in the handler.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.job.traceparent.as_deref()
+    }
 
     /// Decodes the payload into `T`. A payload that does not decode can never succeed, so the
     /// error is an [`Outcome::Discard`] naming the type and the decode error: return it.
@@ -205,6 +209,7 @@ mod tests {
             max_attempts: 1,
             timeout: None,
             backoff: None,
+            traceparent: None,
         };
         let kind_of = |j: &Job| registry.handler_for(j).map(|h| h.kind().to_string());
         assert_eq!(kind_of(&job("a", "q")).as_deref(), Some("a"));

@@ -154,6 +154,8 @@ pub struct NewJob {
     pub ordering_key: Option<String>,
     /// The job this one re-runs (`conveyor replay`): its provenance.
     pub replay_of: Option<JobId>,
+    /// W3C trace context of the enqueue (`00-TRACEID-SPANID-FLAGS`), carried to the handler.
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -172,6 +174,7 @@ impl NewJob {
             idempotency_key: None,
             ordering_key: None,
             replay_of: None,
+            traceparent: None,
         }
     }
 
@@ -240,6 +243,9 @@ impl NewJob {
             if matches!(key, Some(k) if k.is_empty() || k.len() > 255) {
                 return Err(Error::invalid(field, "must be 1 to 255 bytes"));
             }
+        }
+        if let Some(trace) = &self.traceparent {
+            check_traceparent(trace)?;
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("timeout", "must be greater than zero"));
@@ -313,6 +319,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     /// Backoff, if the job set one.
     pub backoff: Option<Backoff>,
+    /// W3C trace context of the enqueue, when it had one.
+    pub traceparent: Option<String>,
 }
 
 /// How an attempt ended, decided by the worker runtime and recorded by the engine.
@@ -481,6 +489,29 @@ impl Stats {
     /// The entry of `queue`, if it has jobs.
     pub fn queue(&self, queue: &str) -> Option<&QueueStats> {
         self.queues.iter().find(|q| q.queue == queue)
+    }
+}
+
+/// Checks a W3C `traceparent` (`00-` 32 hex digits `-` 16 hex digits `-` 2 hex digits).
+pub fn check_traceparent(text: &str) -> Result<()> {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let ok = parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "traceparent",
+            format!(
+                "{:?} is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)",
+                text.chars().take(80).collect::<String>()
+            ),
+        ))
     }
 }
 

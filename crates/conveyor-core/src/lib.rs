@@ -30,9 +30,9 @@ pub use error::{Error, Result};
 pub use events::JobEvent;
 pub use handler::{handler_fn, Handler, JobContext, Outcome, Registry};
 pub use job::{
-    check_name, now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo, JobState, NewJob,
-    PartitionLag, QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_QUEUE,
+    check_name, check_traceparent, now_ms, Completion, DeadLetter, Enqueued, Job, JobId, JobInfo,
+    JobState, NewJob, PartitionLag, QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
 };
 pub use moving::{Export, Import, Imported, Transfer};
 pub use retry::Backoff;

@@ -149,6 +149,7 @@ mod tests {
             max_attempts: 5,
             timeout: None,
             backoff: None,
+            traceparent: None,
         };
         let line = JobLine::new(&job, 42).encode();
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);

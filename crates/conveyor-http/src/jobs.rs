@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use conveyor::{Enqueued, JobId, JobInfo};
@@ -21,9 +21,11 @@ fn enqueued(e: &Enqueued) -> serde_json::Value {
 /// idempotency key.
 pub async fn enqueue(
     State(app): State<Shared>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let job = parse::<JobRequest>(body)?.into_job()?;
+    let mut job = parse::<JobRequest>(body)?.into_job()?;
+    job.traceparent = traceparent(&headers)?;
     let (queue, kind) = (job.queue.clone(), job.kind.clone());
     let done = app.conveyor.dispatch(job).await?;
     if !done.duplicate {
@@ -39,8 +41,10 @@ pub async fn enqueue(
 /// `POST /v1/jobs/batch`: `{"jobs":[...]}`, every job checked before any is stored.
 pub async fn enqueue_batch(
     State(app): State<Shared>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let trace = traceparent(&headers)?;
     let batch = parse::<BatchRequest>(body)?;
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid(
@@ -53,10 +57,12 @@ pub async fn enqueue_batch(
         .into_iter()
         .enumerate()
         .map(|(n, j)| {
-            j.into_job().map_err(|e| ApiError {
+            let mut job = j.into_job().map_err(|e| ApiError {
                 message: format!("jobs[{n}]: {}", e.message),
                 ..e
-            })
+            })?;
+            job.traceparent = trace.clone();
+            Ok::<_, ApiError>(job)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let labels: Vec<(String, String)> = jobs
@@ -71,6 +77,18 @@ pub async fn enqueue_batch(
     }
     let jobs: Vec<_> = done.iter().map(enqueued).collect();
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// The request's W3C `traceparent` header, carried with the job to its handler.
+fn traceparent(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("traceparent") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("traceparent", "the header is not text"))?;
+    conveyor::check_traceparent(text)?;
+    Ok(Some(text.to_string()))
 }
 
 /// A job id from the path; a malformed one is a `400` naming `id`.

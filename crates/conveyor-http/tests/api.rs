@@ -392,6 +392,51 @@ async fn metrics_count_jobs_and_read_the_queues(engine: &str) {
     );
 }
 
+async fn a_traceparent_header_reaches_the_handler(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let queue = format!("t{}", tag());
+    let post = |trace: &'static str| {
+        api.client
+            .post(format!("{}/v1/jobs", api.base))
+            .header("traceparent", trace)
+            .json(&json!({"kind": "traced", "queue": queue}))
+            .send()
+    };
+    let refused = post("01-garbage").await.expect("post");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: Value = refused.json().await.expect("error body");
+    assert_eq!(body["field"], "traceparent", "{body}");
+    let stored: Value = post(trace).await.expect("post").json().await.expect("body");
+    let id = stored["id"].as_str().expect("id").to_string();
+    let (heard, seen) = tokio::sync::oneshot::channel();
+    let heard = std::sync::Mutex::new(Some(heard));
+    let mut registry = Registry::new();
+    registry.register(conveyor::handler_fn("traced", move |ctx| {
+        if let Some(tell) = heard.lock().expect("once").take() {
+            let _ = tell.send(ctx.traceparent().map(str::to_string));
+        }
+        async { conveyor::Outcome::Complete }
+    }));
+    let config = WorkerConfig {
+        queues: vec![queue.clone()],
+        ..WorkerConfig::default()
+    };
+    let worker = api.conveyor.worker(registry, config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let got = tokio::time::timeout(PATIENCE, seen)
+        .await
+        .expect("the handler ran")
+        .expect("told");
+    assert_eq!(got.as_deref(), Some(trace));
+    api.until(&id, |j| j["state"] == "completed").await;
+    let _ = stop.send(());
+    running.await.expect("worker task").expect("worker");
+}
+
 #[test]
 fn only_loopback_listens_without_a_token() {
     let any = "0.0.0.0:7070".parse().expect("address");
@@ -419,6 +464,10 @@ macro_rules! api_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn metrics_count_jobs_and_read_the_queues() {
                 super::metrics_count_jobs_and_read_the_queues(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_traceparent_header_reaches_the_handler() {
+                super::a_traceparent_header_reaches_the_handler(stringify!($engine)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_token_guards_the_api_but_not_healthz() {

@@ -172,7 +172,7 @@ impl Envelope {
             backoff: job.backoff,
             idempotency_key: job.idempotency_key.clone(),
             ordering_key: job.ordering_key.clone(),
-            traceparent: None,
+            traceparent: job.traceparent.clone(),
             key_checked: false,
             replay_of: job.replay_of,
             attempt_budget: None,

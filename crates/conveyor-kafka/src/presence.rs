@@ -183,6 +183,7 @@ mod tests {
             max_attempts: 3,
             timeout: None,
             backoff: None,
+            traceparent: None,
         }
     }
 

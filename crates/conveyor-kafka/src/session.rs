@@ -441,6 +441,7 @@ pub(crate) fn to_job(pending: Pending) -> Job {
         max_attempts: e.max_attempts,
         timeout: e.timeout,
         backoff: e.backoff,
+        traceparent: e.traceparent,
     }
 }
 

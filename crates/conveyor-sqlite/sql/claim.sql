@@ -4,4 +4,5 @@
 UPDATE jobs
 SET state = 'running', attempt = attempt + 1, lease_owner = :owner, lease_expires_at = :expires
 WHERE state = 'available' AND seq IN ({candidates})
-RETURNING id, kind, queue, payload, attempt, max_attempts, timeout_ms, backoff, priority, run_at, seq
+RETURNING id, kind, queue, payload, attempt, max_attempts, timeout_ms, backoff, priority, run_at, seq,
+          traceparent

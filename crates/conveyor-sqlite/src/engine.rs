@@ -131,6 +131,7 @@ pub(crate) fn insert_jobs(
             job.ordering_key,
             keys_since,
             job.replay_of.map(|id| id.to_string()),
+            job.traceparent,
         ])?;
         out.push(if inserted == 1 {
             Enqueued {

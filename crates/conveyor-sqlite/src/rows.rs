@@ -98,5 +98,6 @@ pub(crate) fn leased_job(row: &Row<'_>) -> Result<Job, String> {
         max_attempts: column(row, 5, "max_attempts")?,
         timeout: timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64)),
         backoff,
+        traceparent: column(row, 11, "traceparent")?,
     })
 }

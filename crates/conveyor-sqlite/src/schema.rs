@@ -13,6 +13,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_replay_of",
         include_str!("../migrations/0003_replay_of.sql"),
     ),
+    (
+        "0004_traceparent",
+        include_str!("../migrations/0004_traceparent.sql"),
+    ),
 ];
 
 /// The schema version this build creates.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::Shared;
 use crate::{now_ms, Backoff, Completion, Job, JobContext, JobEvent, Outcome, Report};
@@ -82,7 +83,17 @@ pub(super) async fn run_attempt(
     let started = Instant::now();
     let timeout = job.timeout.unwrap_or(shared.default_timeout);
     let ctx = JobContext::new(job.clone(), shared.engine.clone(), shared.owner.clone());
-    let attempt = AssertUnwindSafe(handler.handle(ctx)).catch_unwind();
+    // The handler runs in a span naming the job and, when the enqueue had one, its trace: the
+    // handler's own logs and spans belong to the producer's trace.
+    let span = tracing::info_span!(
+        "job",
+        id = %job.id,
+        kind = %job.kind,
+        queue = %job.queue,
+        attempt = job.attempt,
+        traceparent = job.traceparent.as_deref().unwrap_or(""),
+    );
+    let attempt = AssertUnwindSafe(handler.handle(ctx).instrument(span)).catch_unwind();
     let outcome = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::Retry(format!("handler panicked: {}", panic_message(&panic))),
@@ -175,6 +186,7 @@ mod tests {
             max_attempts: max,
             timeout: None,
             backoff: None,
+            traceparent: None,
         }
     }
 

@@ -109,3 +109,42 @@ pub async fn acknowledged_jobs_survive_reopening(h: &dyn EngineHarness) {
     worker.until_completed(&ids).await;
     worker.stop().await;
 }
+
+/// The W3C trace context given at enqueue reaches the handler (through storage, and through a
+/// retry); a malformed one is refused at enqueue, naming the field.
+pub async fn trace_context_reaches_the_handler(h: &dyn EngineHarness) {
+    let engine = h.engine_site().await.engine().await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut job = NewJob::new("traced", json!({})).max_attempts(3);
+    job.traceparent = Some(trace.to_string());
+    let id = engine.enqueue(job).await.expect("enqueue").id;
+    let mut bad = NewJob::new("traced", json!({}));
+    bad.traceparent = Some("00-nope".into());
+    match engine.enqueue(bad).await {
+        Err(conveyor_core::Error::InvalidInput { field, .. }) => assert_eq!(field, "traceparent"),
+        other => panic!("a malformed traceparent was not refused: {other:?}"),
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let mut registry = Registry::new();
+    registry.register(handler_fn("traced", move |ctx| {
+        let record = record.clone();
+        async move {
+            let trace = ctx.traceparent().map(str::to_string);
+            record.lock().expect("seen").push(trace);
+            match ctx.attempt() {
+                1 => Outcome::Retry("once more".into()),
+                _ => Outcome::Complete,
+            }
+        }
+    }));
+    let mut worker = run(&engine, registry, test_config());
+    worker.until_completed(&[id]).await;
+    worker.stop().await;
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(
+        seen,
+        vec![Some(trace.to_string()); 2],
+        "both attempts see the trace"
+    );
+}
