@@ -495,12 +495,20 @@ impl Stats {
 /// Checks a W3C `traceparent` (`00-` 32 hex digits `-` 16 hex digits `-` 2 hex digits).
 pub fn check_traceparent(text: &str) -> Result<()> {
     let parts: Vec<&str> = text.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    // Lower-case hex only, and neither id all zeros, as the W3C format says.
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zeros = |s: &str| s.bytes().all(|b| b == b'0');
     let ok = parts.len() == 4
         && hex(parts[0], 2)
         && parts[0] != "ff"
         && hex(parts[1], 32)
+        && !zeros(parts[1])
         && hex(parts[2], 16)
+        && !zeros(parts[2])
         && hex(parts[3], 2);
     if ok {
         Ok(())

@@ -99,9 +99,10 @@ pub struct CronRequest {
 /// `POST /v1/cron`: adds or replaces an entry; answers it with its next tick.
 pub async fn cron_add(
     State(app): State<Shared>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CronEntry>, ApiError> {
-    let request = parse::<CronRequest>(body)?;
+    let request = parse::<CronRequest>(&headers, body)?;
     let payload = request.payload.unwrap_or_else(|| json!({}));
     let mut entry = CronEntry::new(request.name, request.expr, request.kind, payload);
     if let Some(queue) = request.queue {

@@ -24,7 +24,7 @@ pub async fn enqueue(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut job = parse::<JobRequest>(body)?.into_job()?;
+    let mut job = parse::<JobRequest>(&headers, body)?.into_job()?;
     job.traceparent = traceparent(&headers)?;
     let (queue, kind) = (job.queue.clone(), job.kind.clone());
     let done = app.conveyor.dispatch(job).await?;
@@ -45,7 +45,7 @@ pub async fn enqueue_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let trace = traceparent(&headers)?;
-    let batch = parse::<BatchRequest>(body)?;
+    let batch = parse::<BatchRequest>(&headers, body)?;
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid(
             "jobs",

@@ -3,12 +3,15 @@
 //!
 //! Safe by default: [`check_exposure`] refuses a listen address other than loopback unless a
 //! token is set; with a token every `/v1` route wants `Authorization: Bearer TOKEN`;
-//! `/healthz` stays open for load balancers. Bodies are size-limited and pages bounded.
+//! `/healthz` stays open for load balancers. Without a token only a loopback `Host` is served,
+//! and no request a browser sends from another site changes anything (see `guard.rs`). Bodies
+//! are JSON only, size-limited, and pages bounded.
 
 mod admin;
 mod auth;
 mod dashboard;
 mod error;
+mod guard;
 mod jobs;
 pub mod metrics;
 mod request;
@@ -54,6 +57,8 @@ impl Default for HttpConfig {
 pub(crate) struct App {
     pub conveyor: Conveyor,
     pub token: Option<String>,
+    /// Dashboard sessions signed in with the token (random ids; gone when the server stops).
+    pub sessions: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 pub(crate) type Shared = Arc<App>;
@@ -89,6 +94,7 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
     let app: Shared = Arc::new(App {
         conveyor,
         token: config.token.filter(|t| !t.is_empty()),
+        sessions: Default::default(),
     });
     let v1 = guarded_routes()
         .route_layer(axum::middleware::from_fn_with_state(
@@ -109,6 +115,10 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
         .merge(dashboard::routes(app.clone()))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::same_origin,
+        ))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -98,8 +98,16 @@ fn waited(id: JobId) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-/// Sets the gauges from the engine's counts.
+/// The gauge series set at the last scrape: one that is not in the next counts (its queue's
+/// jobs are gone, its partition moved) is set to 0 there, never left at a stale value.
+static SEEN: std::sync::Mutex<Vec<Series>> = std::sync::Mutex::new(Vec::new());
+
+/// A gauge series: its name and labels.
+type Series = (&'static str, Vec<(&'static str, String)>);
+
+/// Sets the gauges from the engine's counts, and zeroes those the counts no longer have.
 fn set_gauges(stats: &Stats) {
+    let mut now: Vec<Series> = Vec::new();
     for q in &stats.queues {
         for (state, n) in [
             ("scheduled", q.scheduled),
@@ -110,18 +118,25 @@ fn set_gauges(stats: &Stats) {
             ("dead", q.dead),
             ("cancelled", q.cancelled),
         ] {
-            let labels = [("queue", q.queue.clone()), ("state", state.to_string())];
+            let labels = vec![("queue", q.queue.clone()), ("state", state.to_string())];
             gauge!("conveyor_queue_jobs", &labels).set(n as f64);
+            now.push(("conveyor_queue_jobs", labels));
         }
         for p in &q.partitions {
-            let labels = [
+            let labels = vec![
                 ("queue", q.queue.clone()),
                 ("topic", p.topic.clone()),
                 ("partition", p.partition.to_string()),
             ];
             gauge!("conveyor_consumer_lag", &labels).set(p.lag as f64);
+            now.push(("conveyor_consumer_lag", labels));
         }
     }
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, labels) in seen.iter().filter(|series| !now.contains(series)) {
+        gauge!(*name, labels).set(0.0);
+    }
+    *seen = now;
 }
 
 /// The exposition text: the gauges read now from `conveyor`, then everything recorded.

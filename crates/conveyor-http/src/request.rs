@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use conveyor::NewJob;
 use serde::de::DeserializeOwned;
@@ -15,9 +16,24 @@ use crate::error::ApiError;
 /// Most jobs one batch request may hold.
 pub const MAX_BATCH: usize = 10_000;
 
-/// The body as `T`; a body over the size limit is a `413`, bad JSON a `400` naming the field
-/// serde names (or `body`).
-pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+/// The body as `T`; a body that is not declared JSON is a `415` (a browser form or a
+/// cross-site `text/plain` post never reaches the handlers), one over the size limit a `413`,
+/// bad JSON a `400` naming the field serde names (or `body`).
+pub fn parse<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON, with `Content-Type: application/json`",
+        ));
+    }
     let bytes = body.map_err(|rejection| {
         ApiError::status(
             rejection.status(),

@@ -437,6 +437,75 @@ async fn a_traceparent_header_reaches_the_handler(engine: &str) {
     running.await.expect("worker task").expect("worker");
 }
 
+async fn other_sites_cannot_use_the_api_through_a_browser(engine: &str) {
+    let api = Api::start(engine, None).await;
+    let send = |origin: Option<&str>, host: Option<&str>, form: bool| {
+        let mut request = api.client.post(format!("{}/v1/jobs", api.base));
+        request = match form {
+            true => request
+                .header("content-type", "text/plain")
+                .body(r#"{"kind":"noop"}"#),
+            false => request.json(&json!({"kind": "noop"})),
+        };
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.send()
+    };
+    let status = |r: reqwest::Response| r.status();
+    // A cross-site text/plain post (what a page can send without asking): not JSON.
+    assert_eq!(
+        status(send(None, None, true).await.expect("post")),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // A page of another origin.
+    assert_eq!(
+        status(
+            send(Some("https://evil.example"), None, false)
+                .await
+                .expect("post")
+        ),
+        StatusCode::FORBIDDEN
+    );
+    // A name re-pointed at 127.0.0.1 (DNS rebinding), reading or writing.
+    assert_eq!(
+        status(
+            send(None, Some("evil.example:7070"), false)
+                .await
+                .expect("post")
+        ),
+        StatusCode::FORBIDDEN
+    );
+    let read = api
+        .client
+        .get(format!("{}/v1/queues", api.base))
+        .header("host", "evil.example:7070")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(read.status(), StatusCode::FORBIDDEN);
+    let purge = api
+        .client
+        .post(format!("{}/v1/queues/default/purge", api.base))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(purge.status(), StatusCode::FORBIDDEN);
+    // This server's own origin and plain clients are served.
+    assert_eq!(
+        status(send(Some(&api.base), None, false).await.expect("post")),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status(send(None, None, false).await.expect("post")),
+        StatusCode::CREATED
+    );
+}
+
 #[test]
 fn only_loopback_listens_without_a_token() {
     let any = "0.0.0.0:7070".parse().expect("address");
@@ -468,6 +537,10 @@ macro_rules! api_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_traceparent_header_reaches_the_handler() {
                 super::a_traceparent_header_reaches_the_handler(stringify!($engine)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn other_sites_cannot_use_the_api_through_a_browser() {
+                super::other_sites_cannot_use_the_api_through_a_browser(stringify!($engine)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_token_guards_the_api_but_not_healthz() {

@@ -144,6 +144,19 @@ async fn pages_show_real_data_and_actions_are_csrf_checked(engine: &str) {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "wrong token: refused");
+    let foreign = client()
+        .post(format!("{}{retry}", api.base))
+        .header(COOKIE, &cookie)
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", &token)])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        foreign.status(),
+        StatusCode::FORBIDDEN,
+        "another site's page: refused"
+    );
     let (status, to) = post(&api, &retry, &cookie, &[("csrf", &token)]).await;
     assert_eq!(
         (status, to.as_str()),

@@ -299,11 +299,15 @@ impl Envelope {
             backoff,
             idempotency_key: text(header::IDEMPOTENCY_KEY)?.map(str::to_string),
             ordering_key: text(header::ORDERING_KEY)?.map(str::to_string),
-            traceparent: text(header::TRACEPARENT)?.map(str::to_string),
+            // A malformed trace context from a foreign producer is dropped, never handed on.
+            traceparent: text(header::TRACEPARENT)?
+                .filter(|t| conveyor_core::check_traceparent(t).is_ok())
+                .map(str::to_string),
             key_checked: text(header::KEY_CHECKED)? == Some("1"),
             // Provenance only: an unreadable one is dropped, never a reason to refuse the job.
             replay_of: text(header::REPLAY_OF)?.and_then(|id| id.parse().ok()),
-            attempt_budget: number(record, header::ATTEMPT_BUDGET)?,
+            // Like the provenance above: an unreadable budget falls back to max attempts.
+            attempt_budget: number(record, header::ATTEMPT_BUDGET).ok().flatten(),
         })
     }
 }

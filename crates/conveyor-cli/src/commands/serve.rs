@@ -32,6 +32,8 @@ pub async fn serve(
     let token = std::env::var("CONVEYOR_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    // Bound first: a taken port fails before anything is started or stored.
+    let http = bind_http(&listen, token.as_deref()).await?;
     let conveyor = ctx.open_worker(&args.worker).await?;
     let entries = ctx.config.cron_entries();
     for entry in &entries {
@@ -43,7 +45,6 @@ pub async fn serve(
         "cron entries from the configuration upserted"
     );
     let (registry, built) = registry(ctx, &config)?;
-    let http = bind_http(&listen, token.as_deref()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let app = conveyor_http::router(
         conveyor.clone(),
@@ -63,9 +64,13 @@ pub async fn serve(
     let result = conveyor.serve_worker(worker, shutdown).await;
     let _ = stop.send(true);
     built.shutdown().await;
+    let abort = server.abort_handle();
     match tokio::time::timeout(HTTP_DRAIN, server).await {
         Ok(Ok(Err(err))) => tracing::warn!(error = %err, "the HTTP API stopped with an error"),
-        Err(_) => tracing::warn!("HTTP requests still open after {HTTP_DRAIN:?}: dropped"),
+        Err(_) => {
+            abort.abort();
+            tracing::warn!("HTTP requests still open after {HTTP_DRAIN:?}: dropped");
+        }
         _ => {}
     }
     result?;

@@ -47,13 +47,6 @@ pub(super) async fn run_guarded(
                  so another worker may take the job"
         .to_string();
     tracing::error!(job = %id, attempt, "{error}");
-    shared.emit(|| JobEvent::Failed {
-        id,
-        kind,
-        queue,
-        attempt,
-        error: error.clone(),
-    });
     let completion = if attempt >= max_attempts {
         Completion::Dead { error }
     } else {
@@ -62,6 +55,22 @@ pub(super) async fn run_guarded(
             error,
         }
     };
+    // The event says what became of the job: dead after its last attempt, else failed.
+    shared.emit(|| match &completion {
+        Completion::Dead { error } => JobEvent::Dead {
+            id,
+            kind,
+            queue,
+            error: error.clone(),
+        },
+        _ => JobEvent::Failed {
+            id,
+            kind,
+            queue,
+            attempt,
+            error: completion_error(&completion),
+        },
+    });
     Report {
         id,
         attempt,
@@ -83,8 +92,8 @@ pub(super) async fn run_attempt(
     let started = Instant::now();
     let timeout = job.timeout.unwrap_or(shared.default_timeout);
     let ctx = JobContext::new(job.clone(), shared.engine.clone(), shared.owner.clone());
-    // The handler runs in a span naming the job and, when the enqueue had one, its trace: the
-    // handler's own logs and spans belong to the producer's trace.
+    // The handler runs in a span naming the job and, when the enqueue had one, its trace
+    // context: the handler's logs carry the producer's trace id.
     let span = tracing::info_span!(
         "job",
         id = %job.id,
@@ -150,6 +159,14 @@ fn event_for(job: &Job, completion: &Completion, took: Duration) -> JobEvent {
             error: error.clone(),
         },
         Completion::Cancelled | Completion::Released => JobEvent::Cancelled { id, kind, queue },
+    }
+}
+
+/// The error a failed attempt's completion carries.
+fn completion_error(completion: &Completion) -> String {
+    match completion {
+        Completion::Retry { error, .. } | Completion::Dead { error } => error.clone(),
+        _ => String::new(),
     }
 }
 

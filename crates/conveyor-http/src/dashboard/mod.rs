@@ -1,7 +1,7 @@
 //! The web dashboard at `/`: server-rendered pages (askama templates, escaped by default), no
 //! script at all, plain forms for actions. Every action is a POST carrying the CSRF token of a
-//! `SameSite=Strict` cookie (double submit); with a server token set, pages want the sign-in
-//! cookie the login form sets.
+//! `SameSite=Strict` cookie (double submit); with a server token set, pages want the session
+//! cookie the login form sets (a random id this server remembers, never the token itself).
 
 mod pages;
 mod session;

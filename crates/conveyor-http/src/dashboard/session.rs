@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::Shared;
 
-/// The sign-in cookie (holds the token; `HttpOnly`, `SameSite=Strict`).
-const TOKEN_COOKIE: &str = "conveyor_token";
+/// The sign-in cookie: a random session id, never the token (`HttpOnly`, `SameSite=Strict`).
+const SESSION_COOKIE: &str = "conveyor_session";
 /// The CSRF cookie; every form repeats its value.
 const CSRF_COOKIE: &str = "conveyor_csrf";
 
@@ -35,11 +35,15 @@ fn set_cookie(name: &str, value: &str) -> Option<HeaderValue> {
 
 /// Pages want the sign-in cookie when the server has a token; without one, the login form.
 pub async fn require_sign_in(State(app): State<Shared>, request: Request, next: Next) -> Response {
-    let Some(token) = &app.token else {
+    if app.token.is_none() {
         return next.run(request).await;
-    };
-    let signed_in = cookie(request.headers(), TOKEN_COOKIE)
-        .is_some_and(|given| crate::auth::same(given.as_bytes(), token.as_bytes()));
+    }
+    let signed_in = cookie(request.headers(), SESSION_COOKIE).is_some_and(|id| {
+        app.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    });
     match signed_in {
         true => next.run(request).await,
         false => Redirect::to("/login").into_response(),
@@ -61,8 +65,13 @@ pub async fn login(State(app): State<Shared>, Form(login): Form<Login>) -> Respo
     if !right {
         return (StatusCode::UNAUTHORIZED, "wrong token").into_response();
     }
+    let session = uuid::Uuid::new_v4().simple().to_string();
+    app.sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(session.clone());
     let mut response = Redirect::to("/").into_response();
-    if let Some(value) = set_cookie(TOKEN_COOKIE, &login.token) {
+    if let Some(value) = set_cookie(SESSION_COOKIE, &session) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
