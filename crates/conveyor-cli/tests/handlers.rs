@@ -117,6 +117,8 @@ fn a_missing_program_or_a_kind_served_twice_stops_the_worker_at_start_up() {
                 .args(["--backend", &url, "--config"])
                 .arg(&config)
                 .arg(verb)
+                // serve binds its HTTP port first: one the system picks, never a fixed one.
+                .args(if verb == "serve" { &["--listen", "127.0.0.1:0"][..] } else { &[][..] })
                 .output()
                 .expect("run");
             let stderr = String::from_utf8_lossy(&out.stderr);
