@@ -108,19 +108,11 @@ impl Csrf {
     }
 }
 
-/// True when a form's `csrf` field matches the browser's CSRF cookie (and the request, when it
-/// says where it comes from, comes from this server).
+/// True when a form's `csrf` field matches the browser's CSRF cookie and the browser does not
+/// say the request comes from another site (the same check as every state change's, see
+/// `guard.rs`).
 pub fn form_is_ours(headers: &HeaderMap, field: &str) -> bool {
     let cookie_ok = cookie(headers, CSRF_COOKIE)
         .is_some_and(|c| c.len() == 32 && crate::auth::same(c.as_bytes(), field.as_bytes()));
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_ok = match (
-        headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
-        host,
-    ) {
-        (Some(origin), Some(host)) => origin.split("://").nth(1) == Some(host),
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    cookie_ok && origin_ok
+    cookie_ok && crate::guard::from_here(headers)
 }
