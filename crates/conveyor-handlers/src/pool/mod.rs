@@ -1,9 +1,12 @@
 //! A supervised pool of long-lived worker processes (RoadRunner's `jobs.pool`): each process
-//! runs one job at a time, speaking JSON lines (`crate::protocol`). A process that dies, hangs
-//! past its timeout, writes garbage or is abandoned by the runtime is killed and replaced, and
-//! its job counts as a failed attempt; one over `max_memory_mb` is retired after its job; one
-//! that fails at start-up is started again with a growing delay.
+//! runs one job at a time, speaking JSON lines (`crate::protocol`). Jobs wait in one queue;
+//! an idle process takes the next one (back-pressure: the queue holds only the jobs the
+//! worker runtime is running, never more). A process that dies, hangs past its timeout,
+//! writes garbage or is abandoned by the runtime is killed and replaced, and its job counts as
+//! a failed attempt; one over `max_memory_mb` is retired after its job; one that fails at
+//! start-up is started again with a growing delay.
 
+mod dispatch;
 mod process;
 mod supervisor;
 
@@ -15,11 +18,12 @@ use async_trait::async_trait;
 use conveyor_core::{now_ms, JobContext, Outcome};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::process::{rss_bytes, Spawn};
+use crate::process::Spawn;
 use crate::protocol::JobLine;
 use crate::{CommandLine, Error, Result, Runner};
-use process::{Broken, Proc};
+use dispatch::{Claim, Event};
 
 /// How a pool runs.
 #[derive(Debug, Clone)]
@@ -76,18 +80,21 @@ pub struct PoolStats {
     pub start_failures: u64,
 }
 
-/// A running pool. Dropping it kills its processes; [`Pool::shutdown`] stops them gracefully.
+/// A running pool. Dropping it closes its queue: idle processes are retired; [`Pool::shutdown`]
+/// also waits until they stopped.
 pub struct Pool {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     config: PoolConfig,
-    idle_tx: mpsc::UnboundedSender<Proc>,
-    idle_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Proc>>,
+    /// Jobs waiting for an idle process; `None` once the pool is closed.
+    queue: Mutex<Option<std::sync::mpsc::Sender<dispatch::Dispatch>>>,
     /// One message per process to start.
     respawn: mpsc::UnboundedSender<()>,
     closed: watch::Sender<bool>,
+    /// The tasks watching each process (they end once it stopped).
+    watchers: Mutex<Vec<JoinHandle<()>>>,
     live: AtomicUsize,
     jobs: AtomicU64,
     restarts: AtomicU64,
@@ -105,15 +112,15 @@ impl Pool {
                 message: format!("pool {} needs at least 1 worker", config.name),
             });
         }
-        let (idle_tx, idle_rx) = mpsc::unbounded_channel();
+        let (queue_tx, queue_rx) = std::sync::mpsc::channel();
         let (respawn, requests) = mpsc::unbounded_channel();
         let workers = config.workers;
         let inner = Arc::new(Inner {
             config,
-            idle_tx,
-            idle_rx: tokio::sync::Mutex::new(idle_rx),
+            queue: Mutex::new(Some(queue_tx)),
             respawn,
             closed: watch::channel(false).0,
+            watchers: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             jobs: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
@@ -123,7 +130,8 @@ impl Pool {
         for _ in 0..workers {
             let _ = inner.respawn.send(());
         }
-        tokio::spawn(supervisor::supervise(inner.clone(), requests));
+        let queue = Arc::new(Mutex::new(queue_rx));
+        tokio::spawn(supervisor::supervise(inner.clone(), queue, requests));
         Ok(Arc::new(Pool { inner }))
     }
 
@@ -142,27 +150,25 @@ impl Pool {
     /// Stops the pool once the worker runtime has drained: no more start-ups, and each idle
     /// process gets its stdin closed and SIGTERM, then SIGKILL after `destroy_timeout`.
     pub async fn shutdown(&self) {
-        let inner = &self.inner;
-        inner.closed.send_replace(true);
-        let mut idle = inner.idle_rx.lock().await;
-        idle.close();
-        let mut stopping = Vec::new();
-        while let Ok(proc) = idle.try_recv() {
-            inner.live.fetch_sub(1, Ordering::Relaxed);
-            stopping.push(tokio::spawn(proc.retire(inner.config.destroy_timeout)));
+        self.inner.close();
+        let watchers = std::mem::take(&mut *lock(&self.inner.watchers));
+        for watcher in watchers {
+            let _ = watcher.await;
         }
-        for task in stopping {
-            let _ = task.await;
-        }
-        tracing::info!(pool = %inner.config.name, stats = ?self.stats(), "pool stopped");
+        tracing::info!(pool = %self.inner.config.name, stats = ?self.stats(), "pool stopped");
     }
 }
 
 impl Drop for Pool {
-    /// Stops the supervisor; idle processes die with the pool's state (`kill_on_drop`).
+    /// Stops the supervisor and closes the queue: idle processes are retired in the
+    /// background (and die with the runtime if it ends first: `kill_on_drop`).
     fn drop(&mut self) {
-        self.inner.closed.send_replace(true);
+        self.inner.close();
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]
@@ -175,32 +181,9 @@ impl Runner for Pool {
         // goes to the next process without costing an attempt (bounded: one try per process
         // and one more).
         for _ in 0..=self.inner.config.workers {
-            let mut lease = match self.inner.checkout().await {
-                Ok(lease) => lease,
-                Err(error) => return Outcome::Retry(error),
-            };
-            let Some(proc) = lease.proc.as_mut() else {
-                return Outcome::Retry("internal: lease without a process".into());
-            };
-            let pid = proc.pid;
-            match tokio::time::timeout(timeout, proc.run(&line, &ctx)).await {
-                Ok(Ok(outcome)) => {
-                    self.inner.jobs.fetch_add(1, Ordering::Relaxed);
-                    lease.give_back().await;
-                    return outcome;
-                }
-                Ok(Err(Broken::Undelivered(message))) => {
-                    let message = lease.broken(Broken::Undelivered(message)).await;
-                    tracing::debug!("{message}: the job goes to another process");
-                }
-                Ok(Err(broken)) => return Outcome::Retry(lease.broken(broken).await),
-                Err(_) => {
-                    drop(lease); // kills and replaces it
-                    return Outcome::Retry(format!(
-                        "timed out after {timeout:?}: worker process {pid} of pool {} killed and replaced",
-                        self.inner.config.name
-                    ));
-                }
+            match self.inner.run_once(line.clone(), &ctx, timeout).await {
+                Ran::Outcome(outcome) => return outcome,
+                Ran::Undelivered(message) => tracing::debug!("{message}"),
             }
         }
         Outcome::Retry(format!(
@@ -217,102 +200,107 @@ impl Runner for Pool {
     }
 }
 
+/// How one dispatch of a job ended.
+enum Ran {
+    /// The attempt's outcome.
+    Outcome(Outcome),
+    /// The job never reached a process: dispatch it again.
+    Undelivered(String),
+}
+
 impl Inner {
-    /// Waits (within `allocate_timeout`) for an idle process: jobs beyond the pool's size wait
-    /// here, one process per job.
-    async fn checkout(self: &Arc<Self>) -> std::result::Result<Lease, String> {
-        let wait = async {
-            let mut idle = self.idle_rx.lock().await;
-            loop {
-                let mut proc = idle.recv().await?;
-                if !proc.has_exited() {
-                    return Some(proc);
-                }
-                // Died while idle (killed from outside): no job was lost; replace it.
-                let message = proc.explain("while idle", Broken::Exited).await;
-                tracing::warn!(pool = %self.config.name, "{message}; replacing it");
-                self.replace();
-            }
+    /// Queues the job for the next idle process (waiting within `allocate_timeout` for one to
+    /// take it), then waits within `timeout` for its answer.
+    async fn run_once(&self, line: Vec<u8>, ctx: &JobContext, timeout: Duration) -> Ran {
+        let name = &self.config.name;
+        let (job, claim, mut events) = dispatch::dispatch(line, ctx.id().to_string(), name);
+        let queued = lock(&self.queue)
+            .as_ref()
+            .map(|queue| queue.send(job).is_ok());
+        if queued != Some(true) {
+            return Ran::Outcome(Outcome::Retry(format!("pool {name} is shut down")));
+        }
+        let pid = match tokio::time::timeout(self.config.allocate_timeout, taken(&mut events)).await
+        {
+            Ok(Some(pid)) => pid,
+            Ok(None) => return Ran::Outcome(Outcome::Retry(format!("pool {name} is shut down"))),
+            Err(_) if claim.withdraw() => return Ran::Outcome(Outcome::Retry(self.no_process())),
+            // Taken just as the wait ran out: its events follow.
+            Err(_) => match taken(&mut events).await {
+                Some(pid) => pid,
+                None => return Ran::Outcome(Outcome::Retry(format!("pool {name} is shut down"))),
+            },
         };
-        match tokio::time::timeout(self.config.allocate_timeout, wait).await {
-            Ok(Some(proc)) => Ok(Lease {
-                proc: Some(proc),
-                pool: self.clone(),
-            }),
-            Ok(None) => Err(format!("pool {} is shut down", self.config.name)),
+        match tokio::time::timeout(timeout, answer(&mut events, ctx)).await {
+            Ok(Some(Event::Done(outcome))) => {
+                self.jobs.fetch_add(1, Ordering::Relaxed);
+                Ran::Outcome(outcome)
+            }
+            Ok(Some(Event::Undelivered(message))) => Ran::Undelivered(message),
+            Ok(Some(Event::Broken(message))) => Ran::Outcome(Outcome::Retry(message)),
+            Ok(_) => Ran::Outcome(Outcome::Retry(format!(
+                "pool {name}: worker process {pid} ended without answering"
+            ))),
             Err(_) => {
-                let last = self
-                    .last_start_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                Err(format!(
-                    "no worker process of pool {} became free within allocate_timeout ({:?}){}",
-                    self.config.name,
-                    self.config.allocate_timeout,
-                    last.map(|e| format!("; last start-up failure: {e}"))
-                        .unwrap_or_default()
-                ))
+                abandon(claim);
+                Ran::Outcome(Outcome::Retry(format!(
+                    "timed out after {timeout:?}: worker process {pid} of pool {name} killed and replaced"
+                )))
             }
         }
+    }
+
+    /// Why a job waited in vain, with the last start-up failure if there was one.
+    fn no_process(&self) -> String {
+        let last = lock(&self.last_start_error).clone();
+        format!(
+            "no worker process of pool {} became free within allocate_timeout ({:?}){}",
+            self.config.name,
+            self.config.allocate_timeout,
+            last.map(|e| format!("; last start-up failure: {e}"))
+                .unwrap_or_default()
+        )
     }
 
     /// Counts a lost process and asks the supervisor for a new one.
     fn replace(&self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         let _ = self.respawn.send(());
     }
+
+    /// No more start-ups or jobs: idle processes' threads see the queue closed and retire.
+    fn close(&self) {
+        self.closed.send_replace(true);
+        lock(&self.queue).take();
+    }
 }
 
-/// A process lent to one job. Dropped while it still holds the process (the runtime abandoned
-/// the attempt: timeout, cancellation, lost lease, shutdown), it kills the process group at
-/// once, so the job can never run twice at the same time, and asks for a replacement.
-struct Lease {
-    proc: Option<Proc>,
-    pool: Arc<Inner>,
+/// Kills the job's process (the watching task replaces it) without the abandonment warning:
+/// the caller reports why.
+fn abandon(claim: Claim) {
+    claim.abandon();
 }
 
-impl Lease {
-    /// Returns the process to the idle set, or retires it when over the memory limit.
-    async fn give_back(mut self) {
-        let Some(proc) = self.proc.take() else { return };
-        let pool = self.pool.clone();
-        if let Some(limit) = pool.config.max_memory_mb {
-            let rss_mb = rss_bytes(proc.pid).unwrap_or(0) / (1024 * 1024);
-            if rss_mb > limit {
-                tracing::info!(pool = %pool.config.name, pid = proc.pid, rss_mb, max_memory_mb = limit, "worker process over its memory limit: retired after its job");
-                pool.replace();
-                tokio::spawn(proc.retire(pool.config.destroy_timeout));
-                return;
+/// Waits until a process took the job; None when the dispatch was dropped (pool closed).
+async fn taken(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<u32> {
+    match events.recv().await? {
+        Event::Taken(pid) => Some(pid),
+        _ => None,
+    }
+}
+
+/// Stores progress lines until the job's final event (None if the process's thread ended
+/// without one).
+async fn answer(events: &mut mpsc::UnboundedReceiver<Event>, ctx: &JobContext) -> Option<Event> {
+    loop {
+        match events.recv().await? {
+            Event::Progress(progress) => {
+                if let Err(e) = ctx.progress(progress).await {
+                    tracing::warn!(job = %ctx.id(), error = %e, "progress not stored");
+                }
             }
-        }
-        if let Err(returned) = pool.idle_tx.send(proc) {
-            // The pool is shutting down.
-            pool.live.fetch_sub(1, Ordering::Relaxed);
-            tokio::spawn(returned.0.retire(pool.config.destroy_timeout));
-        }
-    }
-
-    /// Kills the broken process, asks for a replacement and returns the attempt's error.
-    async fn broken(mut self, broken: Broken) -> String {
-        let Some(proc) = self.proc.take() else {
-            return "internal: lease without a process".into();
-        };
-        self.pool.replace();
-        let message = proc.explain("while running the job", broken).await;
-        let message = format!("pool {}: {message}", self.pool.config.name);
-        tracing::warn!("{message}");
-        message
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(proc) = self.proc.take() {
-            crate::process::kill_group(proc.pid);
-            tracing::warn!(pool = %self.pool.config.name, pid = proc.pid, "job abandoned while its worker process ran it: process killed and replaced");
-            self.pool.replace();
+            Event::Taken(_) => continue,
+            event => return Some(event),
         }
     }
 }

@@ -1,32 +1,27 @@
-//! One long-lived worker process of a pool: start-up handshake, one job at a time, and the
-//! message that explains why it broke.
+//! One long-lived worker process of a pool. A thread of its own speaks the protocol with it
+//! over blocking pipes: it takes the next job from the pool's queue as soon as the process
+//! answered the last one, so no async task (and no wake-up of another CPU) sits between a
+//! result and the next job. A task watches the process and cleans up when the thread ends.
 
-use std::sync::{Arc, Mutex};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
-use conveyor_core::{JobContext, Outcome};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::Child;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::PoolConfig;
-use crate::process::{self, Tail};
+use super::dispatch::{Dispatch, Event};
+use super::Inner;
+use crate::process::{self, rss_bytes, Tail};
 use crate::protocol::{WorkerLine, PROTOCOL_VERSION};
 
-/// A started worker process that announced itself ready.
-pub(super) struct Proc {
-    child: Child,
-    pub(super) pid: u32,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// The job it runs (or ran last), for its stderr lines in the log. Not cleared when the
-    /// job ends: stderr is a pipe of its own, so a line written just before the result may be
-    /// read just after it, and it belongs to that job.
-    job: Arc<Mutex<Option<String>>>,
-    tail: Tail,
-    stderr: JoinHandle<()>,
-}
+/// The pool's queue of jobs waiting for an idle process (shared by its processes' threads).
+pub(super) type Queue = Arc<Mutex<mpsc::Receiver<Dispatch>>>;
 
-/// Why a process can take no more jobs; its job (if any) failed.
+/// Why a process can take no more jobs.
 pub(super) enum Broken {
     /// It closed stdout: it exited or is exiting.
     Exited,
@@ -36,51 +31,130 @@ pub(super) enum Broken {
     Undelivered(String),
 }
 
-impl Proc {
-    /// Spawns the pool's command and waits (within `allocate_timeout`) for its `ready` line.
-    /// The error says what went wrong, with the process's last stderr lines.
-    pub(super) async fn start(config: &PoolConfig) -> Result<Proc, String> {
-        let mut command = process::command(&config.command, &config.spawn);
-        command.env("CONVEYOR_PROTOCOL", PROTOCOL_VERSION.to_string());
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", config.command.display))?;
-        let (Some(pid), Some(stdin), Some(stdout), Some(stderr)) = (
-            child.id(),
-            child.stdin.take(),
-            child.stdout.take(),
-            child.stderr.take(),
-        ) else {
-            return Err("the process has no pipes".into());
-        };
-        let job = Arc::new(Mutex::new(None));
-        let tail = Tail::default();
-        let label = format!("{}[{pid}]", config.name);
-        let stderr = process::forward_stderr(stderr, label, job.clone(), tail.clone());
-        let mut proc = Proc {
-            child,
-            pid,
-            stdin: Some(stdin),
-            stdout: BufReader::new(stdout).lines(),
-            job,
-            tail,
-            stderr,
-        };
-        match tokio::time::timeout(config.allocate_timeout, proc.handshake()).await {
-            Ok(Ok(())) => Ok(proc),
-            Ok(Err(broken)) => Err(proc.explain("at start-up", broken).await),
-            Err(_) => {
-                let broken = Broken::Protocol(format!(
-                    "no ready line within allocate_timeout ({:?})",
-                    config.allocate_timeout
-                ));
-                Err(proc.explain("at start-up", broken).await)
-            }
-        }
-    }
+/// How a process's thread ended.
+enum End {
+    /// The pool closed its queue: the process is retired.
+    Closed,
+    /// Over `max_memory_mb` after a job: retired and replaced.
+    OverMemory(u64),
+    /// Broken, with the job it held (if any): killed and replaced.
+    Broken(Broken, Option<Dispatch>),
+}
 
-    async fn handshake(&mut self) -> Result<(), Broken> {
-        match self.next_line().await? {
+/// What the thread owns.
+struct Pipes {
+    pid: u32,
+    stdin: File,
+    stdout: BufReader<File>,
+    /// The job it runs (or ran last), for its stderr lines in the log. Not cleared when the
+    /// job ends: stderr is a pipe of its own, so a line written just before the result may be
+    /// read just after it, and it belongs to that job.
+    job: Arc<Mutex<Option<String>>>,
+    /// Set by the watching task when the process exited.
+    exited: Arc<AtomicBool>,
+    max_memory_mb: Option<u64>,
+}
+
+/// The process as the watching task holds it.
+struct Watched {
+    child: Child,
+    pid: u32,
+    tail: Tail,
+    stderr: JoinHandle<()>,
+}
+
+/// Spawns the pool's command, waits (within `allocate_timeout`) for its `ready` line and
+/// starts serving the pool's queue. The error says what went wrong, with the process's last
+/// stderr lines.
+pub(super) async fn start(inner: &Arc<Inner>, queue: Queue) -> Result<JoinHandle<()>, String> {
+    let config = &inner.config;
+    let mut command = process::command(&config.command, &config.spawn);
+    command.env("CONVEYOR_PROTOCOL", PROTOCOL_VERSION.to_string());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", config.command.display))?;
+    let (Some(pid), Some(stdin), Some(stdout), Some(stderr)) = (
+        child.id(),
+        child.stdin.take(),
+        child.stdout.take(),
+        child.stderr.take(),
+    ) else {
+        return Err("the process has no pipes".into());
+    };
+    let job = Arc::new(Mutex::new(None));
+    let tail = Tail::default();
+    let label = format!("{}[{pid}]", config.name);
+    let stderr = process::forward_stderr(stderr, label, job.clone(), tail.clone());
+    let mut watched = Watched {
+        child,
+        pid,
+        tail,
+        stderr,
+    };
+    let pipes = match (stdin.into_owned_fd(), stdout.into_owned_fd()) {
+        (Ok(stdin), Ok(stdout)) => Pipes {
+            pid,
+            stdin: File::from(stdin),
+            stdout: BufReader::new(File::from(stdout)),
+            job,
+            exited: Arc::new(AtomicBool::new(false)),
+            max_memory_mb: config.max_memory_mb,
+        },
+        _ => {
+            let broken = Broken::Protocol("pipes unusable".into());
+            return Err(watched.explain("at start-up", broken).await);
+        }
+    };
+    let exited = pipes.exited.clone();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (end_tx, end_rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("pool-{pid}"))
+        .spawn(move || serve(pipes, queue, ready_tx, end_tx));
+    if let Err(e) = spawned {
+        let broken = Broken::Protocol(format!("no thread to serve it: {e}"));
+        return Err(watched.explain("at start-up", broken).await);
+    }
+    let broken = match tokio::time::timeout(config.allocate_timeout, ready_rx).await {
+        Ok(Ok(Ok(()))) => {
+            inner.live.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pool = %config.name, pid, "worker process ready");
+            return Ok(tokio::spawn(watch(inner.clone(), watched, exited, end_rx)));
+        }
+        Ok(Ok(Err(broken))) => broken,
+        Ok(Err(_)) => Broken::Protocol("its thread ended before the ready line".into()),
+        Err(_) => Broken::Protocol(format!(
+            "no ready line within allocate_timeout ({:?})",
+            config.allocate_timeout
+        )),
+    };
+    // Killing it ends the thread's read, so the thread ends too.
+    Err(watched.explain("at start-up", broken).await)
+}
+
+/// The thread: handshake, then one job at a time until the queue closes or the process breaks.
+fn serve(
+    mut pipes: Pipes,
+    queue: Queue,
+    ready: oneshot::Sender<Result<(), Broken>>,
+    end: oneshot::Sender<End>,
+) {
+    if let Err(broken) = pipes.handshake() {
+        let _ = ready.send(Err(broken));
+        return;
+    }
+    if ready.send(Ok(())).is_err() {
+        return; // start-up timed out meanwhile: the process is being killed
+    }
+    let ended = pipes.jobs(&queue);
+    // Closing stdin first lets a worker loop end on end of input before any signal.
+    drop(pipes);
+    let _ = end.send(ended);
+}
+
+impl Pipes {
+    fn handshake(&mut self) -> Result<(), Broken> {
+        match self.next_line()? {
             WorkerLine::Ready { protocol } if protocol == PROTOCOL_VERSION => Ok(()),
             WorkerLine::Ready { protocol } => Err(Broken::Protocol(format!(
                 "speaks protocol version {protocol}; this Conveyor speaks {PROTOCOL_VERSION}"
@@ -92,60 +166,138 @@ impl Proc {
     }
 
     /// The next non-blank line, parsed.
-    async fn next_line(&mut self) -> Result<WorkerLine, Broken> {
+    fn next_line(&mut self) -> Result<WorkerLine, Broken> {
+        let mut line = String::new();
         loop {
-            match self.stdout.next_line().await {
-                Ok(Some(line)) if line.trim().is_empty() => continue,
-                Ok(Some(line)) => {
-                    return WorkerLine::parse(&line)
+            line.clear();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) => return Err(Broken::Exited),
+                Ok(_) if line.trim().is_empty() => continue,
+                Ok(_) => {
+                    return WorkerLine::parse(line.trim_end_matches(['\n', '\r']))
                         .map_err(|e| Broken::Protocol(format!("wrote {e}")))
                 }
-                Ok(None) => return Err(Broken::Exited),
                 Err(e) => return Err(Broken::Protocol(format!("stdout unreadable: {e}"))),
             }
         }
     }
 
-    /// True when the process has already exited (checked before handing it a job).
-    pub(super) fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+    /// Takes jobs from the queue, one at a time, while the process is healthy.
+    fn jobs(&mut self, queue: &Queue) -> End {
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(dispatch) = next else {
+                return End::Closed;
+            };
+            if !dispatch.take(self.pid) {
+                continue; // its handler gave up on it while it waited
+            }
+            if let Err(broken) = self.run(&dispatch) {
+                return End::Broken(broken, Some(dispatch));
+            }
+            if let Some(limit) = self.max_memory_mb {
+                let rss_mb = rss_bytes(self.pid).unwrap_or(0) / (1024 * 1024);
+                if rss_mb > limit {
+                    return End::OverMemory(rss_mb);
+                }
+            }
+        }
     }
 
-    /// Sends one job line and reads until its result, storing progress lines on the job.
-    pub(super) async fn run(&mut self, line: &[u8], ctx: &JobContext) -> Result<Outcome, Broken> {
-        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.id().to_string());
-        let stdin = self.stdin.as_mut().ok_or(Broken::Exited)?;
-        if let Err(e) = write(stdin, line).await {
+    /// Sends one job line and reads until its result, forwarding progress lines.
+    fn run(&mut self, dispatch: &Dispatch) -> Result<(), Broken> {
+        if self.exited.load(Ordering::Acquire) {
+            return Err(Broken::Undelivered("it had exited while idle".into()));
+        }
+        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(dispatch.id.clone());
+        if let Err(e) = self.stdin.write_all(&dispatch.line) {
             return Err(Broken::Undelivered(format!(
                 "cannot write the job to it: {e}"
             )));
         }
-        let outcome = loop {
-            let line = self.next_line().await?;
-            if let WorkerLine::Progress { progress } = &line {
-                if let Err(e) = ctx.progress(progress.clone()).await {
-                    tracing::warn!(job = %ctx.id(), error = %e, "progress not stored");
-                }
+        loop {
+            let line = self.next_line()?;
+            if let WorkerLine::Progress { progress } = line {
+                dispatch.progress(progress);
                 continue;
             }
             match line.outcome() {
-                Some(outcome) => break outcome,
+                Some(outcome) => {
+                    dispatch.settle(Event::Done(outcome));
+                    return Ok(());
+                }
                 None => return Err(Broken::Protocol(format!("sent {line:?} during a job"))),
             }
-        };
-        Ok(outcome)
+        }
     }
+}
 
+/// Waits for the process's thread to end (noting meanwhile when the process exits), then
+/// retires or replaces the process and tells the job it held why it broke.
+async fn watch(
+    inner: Arc<Inner>,
+    mut watched: Watched,
+    exited: Arc<AtomicBool>,
+    mut end: oneshot::Receiver<End>,
+) {
+    let end = tokio::select! {
+        end = &mut end => end,
+        _ = watched.child.wait() => {
+            exited.store(true, Ordering::Release);
+            end.await
+        }
+    };
+    inner.live.fetch_sub(1, Ordering::Relaxed);
+    let name = &inner.config.name;
+    let grace = inner.config.destroy_timeout;
+    match end {
+        Ok(End::Closed) => watched.retire(grace).await,
+        Ok(End::OverMemory(rss_mb)) => {
+            tracing::info!(pool = %name, pid = watched.pid, rss_mb, max_memory_mb = ?inner.config.max_memory_mb, "worker process over its memory limit: retired after its job");
+            inner.replace();
+            watched.retire(grace).await;
+        }
+        Ok(End::Broken(broken, job)) => {
+            inner.replace();
+            let undelivered = matches!(broken, Broken::Undelivered(_));
+            let when = if job.is_some() {
+                "while running the job"
+            } else {
+                "while idle"
+            };
+            let message = format!("pool {name}: {}", watched.explain(when, broken).await);
+            match job {
+                Some(job) if undelivered => {
+                    tracing::debug!("{message}: the job goes to another process");
+                    job.settle(Event::Undelivered(message));
+                }
+                Some(job) => {
+                    tracing::warn!("{message}");
+                    job.settle(Event::Broken(message));
+                }
+                None => tracing::warn!("{message}; replacing it"),
+            }
+        }
+        Err(_) => {
+            inner.replace();
+            let broken = Broken::Protocol("lost its thread".into());
+            let message = watched.explain("while idle", broken).await;
+            tracing::error!(pool = %name, "{message}; replacing it");
+        }
+    }
+}
+
+impl Watched {
     /// Kills the process (if still running) and says why it broke `when`, with its exit status
     /// and last stderr lines.
-    pub(super) async fn explain(mut self, when: &str, broken: Broken) -> String {
+    async fn explain(&mut self, when: &str, broken: Broken) -> String {
         let what = match broken {
             Broken::Exited => "exited".to_string(),
             Broken::Protocol(message) => format!("was killed: it {message}"),
             Broken::Undelivered(message) => format!("was replaced: {message}"),
         };
         process::kill_group(self.pid);
-        let status = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .ok()
             .and_then(Result::ok);
@@ -158,16 +310,10 @@ impl Proc {
         process::with_tail(message, &self.tail)
     }
 
-    /// Stops an idle process: closes its stdin (a worker loop ends on end of input), sends
-    /// SIGTERM, and kills it after `grace`.
-    pub(super) async fn retire(mut self, grace: std::time::Duration) {
-        drop(self.stdin.take());
+    /// Stops a process whose stdin is closed (a worker loop ends on end of input): SIGTERM,
+    /// then SIGKILL after `grace`.
+    async fn retire(mut self, grace: Duration) {
         let status = process::terminate(&mut self.child, grace).await;
         tracing::debug!(pid = self.pid, status = %process::describe(status), "worker process stopped");
     }
-}
-
-async fn write(stdin: &mut ChildStdin, line: &[u8]) -> std::io::Result<()> {
-    stdin.write_all(line).await?;
-    stdin.flush().await
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::process::Proc;
-use super::Inner;
+use super::process::{self, Queue};
+use super::{lock, Inner};
 
 /// Delay after the first failed start-up; doubled per consecutive failure up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -21,7 +21,11 @@ pub(super) fn backoff(failures: u32) -> Duration {
 }
 
 /// Runs until the pool is shut down or dropped.
-pub(super) async fn supervise(inner: Arc<Inner>, mut requests: mpsc::UnboundedReceiver<()>) {
+pub(super) async fn supervise(
+    inner: Arc<Inner>,
+    queue: Queue,
+    mut requests: mpsc::UnboundedReceiver<()>,
+) {
     let mut closed = inner.closed.subscribe();
     let mut failures = 0u32;
     loop {
@@ -33,16 +37,12 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut requests: mpsc::UnboundedRe
             if *closed.borrow() {
                 return;
             }
-            match Proc::start(&inner.config).await {
-                Ok(proc) => {
+            match process::start(&inner, queue.clone()).await {
+                Ok(watcher) => {
                     failures = 0;
-                    inner.live.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(pool = %inner.config.name, pid = proc.pid, "worker process ready");
-                    if let Err(returned) = inner.idle_tx.send(proc) {
-                        inner.live.fetch_sub(1, Ordering::Relaxed);
-                        returned.0.retire(inner.config.destroy_timeout).await;
-                        return;
-                    }
+                    let mut watchers = lock(&inner.watchers);
+                    watchers.retain(|w| !w.is_finished());
+                    watchers.push(watcher);
                     break;
                 }
                 Err(error) => {
