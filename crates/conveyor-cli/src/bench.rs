@@ -3,6 +3,7 @@
 //! with the raw storage ceiling measured in the same run.
 
 mod delayed;
+mod hot_key;
 mod kafka;
 mod paced;
 mod pool;
@@ -39,6 +40,10 @@ pub enum Workload {
     /// Python and a trivial PHP handler, beside the built-in `noop` figure of the same run
     /// (reported as the ceiling).
     Pool,
+    /// `--jobs` jobs (default 20000) of one ordering key, and a tenth as many unkeyed jobs in
+    /// another queue beside them: the key's drain rate, and the unkeyed jobs' rate beside it
+    /// against the same jobs alone (reported as the ceiling).
+    HotKey,
 }
 
 impl Workload {
@@ -50,6 +55,7 @@ impl Workload {
             Workload::RetryStorm => "retry-storm",
             Workload::Delayed => "delayed",
             Workload::Pool => "pool",
+            Workload::HotKey => "hot-key",
         }
     }
 
@@ -61,6 +67,7 @@ impl Workload {
             Workload::RetryStorm => 50_000,
             Workload::Delayed => 10_000,
             Workload::Pool => 50_000,
+            Workload::HotKey => 20_000,
         }
     }
 

@@ -17,6 +17,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_traceparent",
         include_str!("../migrations/0004_traceparent.sql"),
     ),
+    (
+        "0005_blocked_keys",
+        include_str!("../migrations/0005_blocked_keys.sql"),
+    ),
 ];
 
 /// The schema version this build creates.

@@ -21,6 +21,15 @@ use proptest::prelude::*;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::json;
 
+/// Unfinished rows whose `blocked` flag disagrees with its definition.
+const WRONG_BLOCKED_FLAGS: &str = "
+    SELECT seq, ordering_key, state, blocked FROM jobs
+    WHERE state IN ('scheduled', 'available', 'running', 'retryable')
+      AND blocked <> (ordering_key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM jobs AS prior
+            WHERE prior.ordering_key = jobs.ordering_key AND prior.seq < jobs.seq
+              AND prior.state IN ('scheduled', 'available', 'running', 'retryable')))";
+
 const OWNERS: [&str; 3] = ["w1", "w2", "w3"];
 const QUEUES: [&str; 2] = ["a", "b"];
 
@@ -364,6 +373,21 @@ impl World {
         assert!(
             running_per_key.is_empty(),
             "two jobs of one key run at once: {running_per_key:?}"
+        );
+        // The fetch trusts the `blocked` flag: it must say exactly whether an earlier job of
+        // the key is unfinished (a wrong 0 breaks the order, a wrong 1 wedges the key).
+        let wrong_flags: Vec<(i64, Option<String>, String, i64)> = {
+            let mut stmt = self.sql.prepare(WRONG_BLOCKED_FLAGS).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect();
+            rows
+        };
+        assert!(
+            wrong_flags.is_empty(),
+            "wrong blocked flags (seq, key, state, blocked): {wrong_flags:?}"
         );
     }
 }

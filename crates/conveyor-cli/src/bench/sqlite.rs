@@ -81,6 +81,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
             Ok(vec![BenchResult::delayed(backend, &run)])
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
+        Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {
                 jobs
