@@ -4,6 +4,7 @@
 
 mod delayed;
 mod hot_key;
+mod http;
 mod kafka;
 mod paced;
 mod pool;
@@ -44,6 +45,11 @@ pub enum Workload {
     /// another queue beside them: the key's drain rate, and the unkeyed jobs' rate beside it
     /// against the same jobs alone (reported as the ceiling).
     HotKey,
+    /// `--jobs` jobs (default 100000) through `POST /v1/jobs/batch` and a tenth (at most
+    /// 20000) through single `POST /v1/jobs` on a keep-alive connection, beside the library's
+    /// enqueue of the same run (the ceiling); then each dashboard page's time with those jobs
+    /// stored.
+    Http,
 }
 
 impl Workload {
@@ -56,6 +62,7 @@ impl Workload {
             Workload::Delayed => "delayed",
             Workload::Pool => "pool",
             Workload::HotKey => "hot-key",
+            Workload::Http => "http",
         }
     }
 
@@ -68,6 +75,7 @@ impl Workload {
             Workload::Delayed => 10_000,
             Workload::Pool => 50_000,
             Workload::HotKey => 20_000,
+            Workload::Http => 100_000,
         }
     }
 

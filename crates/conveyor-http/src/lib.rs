@@ -12,12 +12,14 @@ mod auth;
 mod dashboard;
 mod error;
 mod guard;
+mod history;
 mod jobs;
 pub mod metrics;
 mod request;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -35,13 +37,34 @@ pub use request::MAX_BATCH;
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// How the API is served.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Bearer token every `/v1` route wants (`CONVEYOR_TOKEN`); `None`: no auth (loopback
     /// only, see [`check_exposure`]).
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Set once the process stops taking jobs: `/healthz` then answers `503` so a load
+    /// balancer sends no more traffic while the workers drain.
+    pub draining: Arc<AtomicBool>,
+    /// Called at each scrape of `/metrics`, before rendering: sets gauges of things this crate
+    /// does not know (the worker-process pools of `conveyor serve`).
+    pub on_scrape: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// How often the dashboard's charts sample the engine's counts (15 minutes are kept at
+    /// the default of 5 s; see `history.rs`).
+    pub sample_every: std::time::Duration,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit", &self.body_limit)
+            .field("draining", &self.draining)
+            .field("on_scrape", &self.on_scrape.is_some())
+            .field("sample_every", &self.sample_every)
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -49,6 +72,9 @@ impl Default for HttpConfig {
         HttpConfig {
             token: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            draining: Arc::new(AtomicBool::new(false)),
+            on_scrape: None,
+            sample_every: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -59,6 +85,14 @@ pub(crate) struct App {
     pub token: Option<String>,
     /// Dashboard sessions signed in with the token (random ids; gone when the server stops).
     pub sessions: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// See [`HttpConfig::draining`].
+    pub draining: Arc<AtomicBool>,
+    /// See [`HttpConfig::on_scrape`].
+    pub on_scrape: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Samples for the dashboard's charts.
+    pub history: history::History,
+    /// See [`HttpConfig::sample_every`].
+    pub sample_every: std::time::Duration,
 }
 
 pub(crate) type Shared = Arc<App>;
@@ -95,7 +129,12 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
         conveyor,
         token: config.token.filter(|t| !t.is_empty()),
         sessions: Default::default(),
+        draining: config.draining,
+        on_scrape: config.on_scrape,
+        history: Default::default(),
+        sample_every: config.sample_every,
     });
+    history::start(Arc::downgrade(&app), config.sample_every);
     let v1 = guarded_routes()
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -170,7 +209,7 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// `GET /metrics`: Prometheus text exposition (behind the token when one is set).
 async fn metrics_route(State(app): State<Shared>) -> impl axum::response::IntoResponse {
-    let text = metrics::render(&app.conveyor).await;
+    let text = metrics::render(&app.conveyor, app.on_scrape.as_deref()).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -180,9 +219,18 @@ async fn metrics_route(State(app): State<Shared>) -> impl axum::response::IntoRe
     )
 }
 
-/// `GET /healthz`: open, for load balancers.
-async fn healthz(State(app): State<Shared>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "engine": app.conveyor.engine().name() }))
+/// `GET /healthz`: open, for load balancers; `503` with status `draining` once the process
+/// stops taking jobs (the API still answers while its workers finish).
+async fn healthz(State(app): State<Shared>) -> (StatusCode, Json<serde_json::Value>) {
+    let engine = app.conveyor.engine().name();
+    if app.draining.load(Ordering::Relaxed) {
+        let body = json!({ "status": "draining", "engine": engine });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "ok", "engine": engine })),
+    )
 }
 
 async fn not_found() -> ApiError {

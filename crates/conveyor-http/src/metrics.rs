@@ -139,11 +139,18 @@ fn set_gauges(stats: &Stats) {
     *seen = now;
 }
 
-/// The exposition text: the gauges read now from `conveyor`, then everything recorded.
-pub(crate) async fn render(conveyor: &Conveyor) -> String {
+/// The exposition text: the gauges read now from `conveyor` and set by `on_scrape`, then
+/// everything recorded.
+pub(crate) async fn render(
+    conveyor: &Conveyor,
+    on_scrape: Option<&(dyn Fn() + Send + Sync)>,
+) -> String {
     let Some(handle) = handle() else {
         return String::new();
     };
+    if let Some(on_scrape) = on_scrape {
+        on_scrape();
+    }
     match conveyor.stats().await {
         Ok(stats) => {
             set_gauges(&stats);

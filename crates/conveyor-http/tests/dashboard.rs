@@ -91,10 +91,17 @@ async fn pages_show_real_data_and_actions_are_csrf_checked(engine: &str) {
     loop {
         let (status, _, body) = get(&api, "/", "").await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        if body.contains(&format!("<td>{queue}</td>")) {
+        // The queue's row, and its chart once the sampler (every 100 ms here) saw it twice.
+        if body.contains(&format!("<td>{queue}</td>"))
+            && body.contains(&format!("id=\"chart-{queue}\""))
+        {
+            assert!(body.contains("<polyline class=\"depth\""), "{body}");
             break;
         }
-        assert!(Instant::now() < deadline, "queue never shown:\n{body}");
+        assert!(
+            Instant::now() < deadline,
+            "queue or chart never shown:\n{body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

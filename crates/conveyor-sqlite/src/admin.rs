@@ -50,7 +50,7 @@ impl SqliteEngine {
 #[async_trait]
 impl Inspect for SqliteEngine {
     async fn job(&self, id: JobId) -> conveyor_core::Result<Option<JobInfo>> {
-        Ok(self.store.run(move |conn| load_job(conn, id)).await?)
+        Ok(self.store.read(move |conn| load_job(conn, id)).await?)
     }
 }
 
@@ -59,7 +59,7 @@ impl Statistics for SqliteEngine {
     async fn stats(&self) -> conveyor_core::Result<Stats> {
         let stats = self
             .store
-            .run(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare_cached(STATS)?;
                 let mut rows = stmt.query([now_ms()])?;
                 let mut queues: Vec<QueueStats> = Vec::new();
@@ -157,7 +157,7 @@ impl DeadLetterList for SqliteEngine {
     async fn list_dead(&self, limit: usize) -> conveyor_core::Result<Vec<DeadLetter>> {
         let dead = self
             .store
-            .run(move |conn| {
+            .read(move |conn| {
                 let sql = format!("{SELECT_JOB} WHERE state = 'dead' ORDER BY finished_at DESC, seq DESC LIMIT ?2");
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(params![now_ms(), limit as i64], job_info)?;

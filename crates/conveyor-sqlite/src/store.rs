@@ -9,6 +9,10 @@ use crate::error::Result;
 /// per process keeps its prepared-statement cache warm.
 pub(crate) struct Store {
     conn: Mutex<Connection>,
+    /// A second connection for reads that may take long (counts over a large file, the
+    /// dashboard's lookups): in WAL mode they read a snapshot beside the writer, so a count
+    /// over a million rows never holds the workers' fetches and reports back.
+    reader: Mutex<Connection>,
     pub(crate) config: SqliteConfig,
 }
 
@@ -31,8 +35,18 @@ impl Store {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.set_prepared_statement_cache_capacity(64);
         crate::schema::migrate(&mut conn)?;
+        let reader = Connection::open(&config.path)?;
+        reader.busy_timeout(config.busy_timeout)?;
+        reader.pragma_update(None, "query_only", true)?;
+        reader.set_prepared_statement_cache_capacity(16);
+        // Read once now: the connection opens the WAL and its index here, beside the writer's,
+        // not at some later first read (when the file's folder may be gone or unreadable).
+        reader.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             config,
         })
     }
@@ -48,6 +62,21 @@ impl Store {
             // A panic while holding the lock cannot leave SQLite half-written (the transaction
             // rolls back on drop), so a poisoned lock is safe to keep using.
             let mut conn = store.conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// Runs the read-only `f` with the reading connection on a blocking thread (it cannot
+    /// write: `query_only`).
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.reader.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut conn)
         })
         .await?

@@ -57,6 +57,10 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
+        Workload::Http => {
+            let conveyor = conveyor::Conveyor::from_backend(kafka.clone());
+            super::http::run(conveyor, &engine, &backend, jobs).await
+        }
         Workload::Sustained | Workload::RetryStorm => {
             let storm = if workload == Workload::RetryStorm {
                 jobs

@@ -1,6 +1,8 @@
 //! `conveyor serve` (workers + cron scheduler) and `conveyor worker` (workers only).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use conveyor::{Conveyor, Error, JobEvent, Registry, WorkerConfig};
 
@@ -46,10 +48,14 @@ pub async fn serve(
     );
     let (registry, built) = registry(ctx, &config)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let draining = Arc::new(AtomicBool::new(false));
+    let pools = built.pools.clone();
     let app = conveyor_http::router(
         conveyor.clone(),
         conveyor_http::HttpConfig {
             token,
+            draining: draining.clone(),
+            on_scrape: Some(Arc::new(move || handlers::publish_pool_metrics(&pools))),
             ..conveyor_http::HttpConfig::default()
         },
     );
@@ -60,7 +66,12 @@ pub async fn serve(
     let mut worker = conveyor.worker(registry, config);
     worker.observe(log_event);
     worker.observe(conveyor_http::metrics::record);
-    // The API answers (status, stats) while the workers drain, and stops after them.
+    // The API answers (status, stats) while the workers drain, and stops after them; its
+    // health check says it is draining, so load balancers send no more traffic.
+    let shutdown = async move {
+        shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+    };
     let result = conveyor.serve_worker(worker, shutdown).await;
     let _ = stop.send(true);
     built.shutdown().await;

@@ -234,6 +234,19 @@ pub(super) fn spawn(env: &BTreeMap<String, String>, dir: Option<&Path>, base: &P
     }
 }
 
+/// Sets each pool's gauges and counters for `/metrics` (called at each scrape).
+pub fn publish_pool_metrics(pools: &[Arc<Pool>]) {
+    for pool in pools {
+        let stats = pool.stats();
+        let labels = [("pool", stats.name.clone())];
+        metrics::gauge!("conveyor_pool_processes", &labels).set(stats.processes as f64);
+        metrics::counter!("conveyor_pool_jobs_total", &labels).absolute(stats.jobs);
+        metrics::counter!("conveyor_pool_restarts_total", &labels).absolute(stats.restarts);
+        metrics::counter!("conveyor_pool_start_failures_total", &labels)
+            .absolute(stats.start_failures);
+    }
+}
+
 impl Built {
     /// Drains the pools (after the worker runtime stopped): their processes get SIGTERM, then
     /// SIGKILL after their `destroy_timeout`.

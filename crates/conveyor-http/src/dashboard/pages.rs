@@ -42,7 +42,43 @@ struct QueuesPage {
     searched: String,
     notice: String,
     queues: Vec<QueueStats>,
+    charts: Vec<Chart>,
     partitions: Vec<(String, PartitionLag)>,
+}
+
+/// Width and height of a chart's plot, in SVG units.
+const CHART_W: f64 = 240.0;
+const CHART_H: f64 = 40.0;
+
+/// One queue's depth and throughput over the last minutes, as SVG polylines.
+struct Chart {
+    queue: String,
+    depth: String,
+    depth_max: String,
+    rate: String,
+    rate_max: String,
+    /// Minutes the samples cover.
+    minutes: String,
+}
+
+impl Chart {
+    fn of(app: &Shared, queue: &str) -> Option<Chart> {
+        let series = app.history.series(queue);
+        if series.depth.len() < 2 {
+            return None;
+        }
+        let (depth, depth_max) = crate::history::polyline(&series.depth, CHART_W, CHART_H);
+        let (rate, rate_max) = crate::history::polyline(&series.per_second, CHART_W, CHART_H);
+        let minutes = series.depth.len() as f64 * app.sample_every.as_secs_f64() / 60.0;
+        Some(Chart {
+            queue: queue.to_string(),
+            depth,
+            depth_max: format!("{depth_max:.0}"),
+            rate,
+            rate_max: format!("{rate_max:.1}"),
+            minutes: format!("{minutes:.1}"),
+        })
+    }
 }
 
 #[derive(Template)]
@@ -191,6 +227,11 @@ pub async fn queues(State(app): State<Shared>) -> Response {
         .iter()
         .flat_map(|q| q.partitions.iter().map(|p| (q.queue.clone(), p.clone())))
         .collect();
+    let charts = stats
+        .queues
+        .iter()
+        .filter_map(|q| Chart::of(&app, &q.queue))
+        .collect();
     let frame = Frame::new(&app, "Queues");
     page(
         StatusCode::OK,
@@ -200,6 +241,7 @@ pub async fn queues(State(app): State<Shared>) -> Response {
             searched: frame.searched,
             notice: frame.notice,
             queues: stats.queues,
+            charts,
             partitions,
         },
     )

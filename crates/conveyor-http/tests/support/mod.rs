@@ -69,6 +69,8 @@ impl Api {
         let config = HttpConfig {
             token: token.map(str::to_string),
             body_limit: 64 * 1024,
+            sample_every: Duration::from_millis(100),
+            ..HttpConfig::default()
         };
         let app = router(conveyor.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
