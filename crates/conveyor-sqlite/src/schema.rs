@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_blocked_keys",
         include_str!("../migrations/0005_blocked_keys.sql"),
     ),
+    (
+        "0006_queue_counts",
+        include_str!("../migrations/0006_queue_counts.sql"),
+    ),
 ];
 
 /// The schema version this build creates.

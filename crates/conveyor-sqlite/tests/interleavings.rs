@@ -30,6 +30,18 @@ const WRONG_BLOCKED_FLAGS: &str = "
             WHERE prior.ordering_key = jobs.ordering_key AND prior.seq < jobs.seq
               AND prior.state IN ('scheduled', 'available', 'running', 'retryable')))";
 
+/// (queue, state) pairs whose kept count differs from a count of the rows.
+const WRONG_COUNTS: &str = "
+    SELECT queue, state, counted, kept FROM (
+        SELECT a.queue, a.state, a.counted, COALESCE(c.n, 0) AS kept
+        FROM (SELECT queue, state, count(*) AS counted FROM jobs GROUP BY queue, state) AS a
+        LEFT JOIN queue_counts AS c ON c.queue = a.queue AND c.state = a.state
+        UNION ALL
+        SELECT c.queue, c.state, 0, c.n FROM queue_counts AS c
+        WHERE c.n <> 0 AND NOT EXISTS (
+            SELECT 1 FROM jobs WHERE jobs.queue = c.queue AND jobs.state = c.state))
+    WHERE counted <> kept";
+
 const OWNERS: [&str; 3] = ["w1", "w2", "w3"];
 const QUEUES: [&str; 2] = ["a", "b"];
 
@@ -388,6 +400,20 @@ impl World {
         assert!(
             wrong_flags.is_empty(),
             "wrong blocked flags (seq, key, state, blocked): {wrong_flags:?}"
+        );
+        // Counts come from `queue_counts`, kept by triggers: they must equal a count of the rows.
+        let wrong_counts: Vec<(String, String, i64, i64)> = {
+            let mut stmt = self.sql.prepare(WRONG_COUNTS).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect();
+            rows
+        };
+        assert!(
+            wrong_counts.is_empty(),
+            "queue_counts (queue, state, counted, kept): {wrong_counts:?}"
         );
     }
 }

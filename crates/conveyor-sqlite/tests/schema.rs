@@ -101,3 +101,58 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .expect("version");
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+/// Counts come from `queue_counts` (migration 6): an upgraded file gets the counts of the rows
+/// it holds, and rows another program inserts, changes or deletes keep them right.
+#[tokio::test]
+async fn counts_are_kept_through_an_upgrade_and_foreign_writes() {
+    use conveyor_core::Statistics;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("v5.db");
+    let conn = Connection::open(&path).expect("open");
+    for (_, sql) in &conveyor_sqlite::MIGRATIONS[..5] {
+        conn.execute_batch(sql).expect("schema version 5");
+    }
+    conn.pragma_update(None, "user_version", 5)
+        .expect("version");
+    let insert =
+        "INSERT INTO jobs (id, kind, queue, payload, state, max_attempts, run_at, created_at) \
+                  VALUES (?1, 'noop', ?2, '{}', ?3, 3, 0, 0)";
+    for (id, queue, state) in [
+        ("01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c01", "a", "available"),
+        ("01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c02", "a", "completed"),
+        ("01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c03", "b", "dead"),
+    ] {
+        conn.execute(insert, [id, queue, state]).expect("insert");
+    }
+    drop(conn);
+    let engine = SqliteEngine::open_path(&path).expect("upgrade");
+    let counts = |stats: conveyor_core::Stats| -> Vec<(String, u64, u64, u64)> {
+        stats
+            .queues
+            .into_iter()
+            .map(|q| (q.queue, q.available, q.completed, q.dead))
+            .collect()
+    };
+    assert_eq!(
+        counts(engine.stats().await.expect("stats")),
+        vec![("a".into(), 1, 1, 0), ("b".into(), 0, 0, 1)]
+    );
+    let conn = Connection::open(&path).expect("open");
+    conn.execute(
+        insert,
+        ["01936f6e-7c3a-7d2e-9c4b-2f1e0a9b8c04", "b", "available"],
+    )
+    .expect("a foreign insert");
+    conn.execute(
+        "UPDATE jobs SET state = 'completed' WHERE queue = 'a' AND state = 'available'",
+        [],
+    )
+    .expect("a foreign update");
+    conn.execute("DELETE FROM jobs WHERE state = 'dead'", [])
+        .expect("a foreign delete");
+    assert_eq!(
+        counts(engine.stats().await.expect("stats")),
+        vec![("a".into(), 0, 2, 0), ("b".into(), 1, 0, 0)]
+    );
+}
