@@ -1,10 +1,13 @@
 //! Depth and throughput over the last minutes, for the dashboard's charts. A task samples the
 //! engine's counts (`stats`, the same on every engine) at a fixed interval and keeps the last
 //! [`KEEP`] samples in memory: nothing is stored, and a server started a minute ago shows a
-//! minute. Throughput is the growth of a queue's finished jobs (completed, dead, cancelled)
+//! minute. It samples only while someone looks: from a dashboard view until [`KEEP`]
+//! intervals after the last one (counting is cheap on SQLite, not on Kafka, where it reads
+//! offsets and scans topics). Throughput is the growth of a queue's finished jobs (completed, dead, cancelled)
 //! between two samples; a cleanup that deletes finished jobs shows as 0, never negative.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,8 @@ impl Counts {
 #[derive(Debug, Default)]
 pub(crate) struct History {
     samples: Mutex<VecDeque<(Instant, BTreeMap<String, Counts>)>>,
+    /// Sampling ticks left before the sampler rests (set by each dashboard view).
+    watched: AtomicU64,
 }
 
 /// One queue's series, oldest first: depth, and finished jobs per second since the sample
@@ -48,6 +53,20 @@ pub(crate) struct Series {
 }
 
 impl History {
+    /// A dashboard page showed the charts: sample for the next [`KEEP`] intervals.
+    pub(crate) fn viewed(&self) {
+        self.watched.store(KEEP as u64, Ordering::Relaxed);
+    }
+
+    /// Whether to sample at this tick (counts one tick down).
+    fn wanted(&self) -> bool {
+        self.watched
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
     fn push(&self, at: Instant, stats: &Stats) {
         let counts = stats
             .queues
@@ -94,6 +113,9 @@ pub(crate) fn start(app: Weak<App>, every: Duration) {
         loop {
             tick.tick().await;
             let Some(app) = app.upgrade() else { return };
+            if !app.history.wanted() {
+                continue;
+            }
             match app.conveyor.stats().await {
                 Ok(stats) => app.history.push(Instant::now(), &stats),
                 Err(err) => tracing::debug!(error = %err, "dashboard chart: no sample"),
@@ -154,6 +176,17 @@ mod tests {
         assert_eq!(series.depth, vec![50.0, 40.0]);
         assert_eq!(series.per_second, vec![10.0, 0.0]);
         assert_eq!(history.series("other").depth, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn sampling_rests_once_nobody_looked_for_a_while() {
+        let history = History::default();
+        assert!(!history.wanted(), "nobody looked yet");
+        history.viewed();
+        for _ in 0..KEEP {
+            assert!(history.wanted());
+        }
+        assert!(!history.wanted());
     }
 
     #[test]

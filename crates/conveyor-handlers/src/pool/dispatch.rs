@@ -2,20 +2,41 @@
 //! and the process's thread (blocking) over who owns it: a job is taken by exactly one idle
 //! process, or given up by its handler before any took it, never both.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conveyor_core::Outcome;
 use tokio::sync::mpsc;
 
+use super::queue::JobQueue;
 use crate::process::kill_group;
 
+/// A worker process as the jobs it runs see it: its pid, and whether it was reaped. Once
+/// reaped its pid may belong to another program, so it is never signalled again.
+#[derive(Debug, Clone)]
+pub(super) struct ProcRef {
+    pub(super) pid: u32,
+    pub(super) reaped: Arc<AtomicBool>,
+}
+
+impl ProcRef {
+    /// Kills the process's group, unless the process was reaped; true when signalled.
+    pub(super) fn kill(&self) -> bool {
+        if self.reaped.load(Ordering::Acquire) {
+            return false;
+        }
+        kill_group(self.pid);
+        true
+    }
+}
+
 /// Where a dispatched job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Slot {
     /// In the pool's queue: no process has it yet.
     Waiting,
-    /// A process took it; it runs in the process with this pid.
-    Taken(u32),
+    /// A process took it and runs it.
+    Taken(ProcRef),
     /// The process answered (or the job never reached it): nothing to kill any more.
     Settled,
     /// The handler gave up on it: a process must not start it, or was killed for it.
@@ -54,6 +75,8 @@ pub(super) struct Dispatch {
 pub(super) struct Claim {
     slot: Arc<Mutex<Slot>>,
     pool: String,
+    /// Where a job given up while waiting is taken back from.
+    queue: Arc<JobQueue>,
 }
 
 /// A new dispatch of `line` for job `id`, its handler's claim and the handler's event stream.
@@ -61,12 +84,14 @@ pub(super) fn dispatch(
     line: Vec<u8>,
     id: String,
     pool: &str,
+    queue: &Arc<JobQueue>,
 ) -> (Dispatch, Claim, mpsc::UnboundedReceiver<Event>) {
     let slot = Arc::new(Mutex::new(Slot::Waiting));
     let (events, received) = mpsc::unbounded_channel();
     let claim = Claim {
         slot: slot.clone(),
         pool: pool.to_string(),
+        queue: queue.clone(),
     };
     (
         Dispatch {
@@ -86,13 +111,13 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 
 impl Dispatch {
     /// Called by an idle process's thread: takes the job unless its handler gave up on it.
-    pub(super) fn take(&self, pid: u32) -> bool {
+    pub(super) fn take(&self, process: &ProcRef) -> bool {
         let mut slot = lock(&self.slot);
-        if *slot != Slot::Waiting {
+        if !matches!(*slot, Slot::Waiting) {
             return false;
         }
-        *slot = Slot::Taken(pid);
-        let _ = self.events.send(Event::Taken(pid));
+        *slot = Slot::Taken(process.clone());
+        let _ = self.events.send(Event::Taken(process.pid));
         true
     }
 
@@ -113,28 +138,31 @@ impl Dispatch {
 }
 
 impl Claim {
-    /// Gives the job up if no process took it yet; false when one did (its events follow).
+    /// Gives the job up if no process took it yet (and takes it out of the queue); false when
+    /// one did (its events follow).
     pub(super) fn withdraw(&self) -> bool {
         let mut slot = lock(&self.slot);
-        if *slot == Slot::Waiting {
-            *slot = Slot::Abandoned;
-            return true;
+        if !matches!(*slot, Slot::Waiting) {
+            return false;
         }
-        false
+        *slot = Slot::Abandoned;
+        drop(slot);
+        self.queue.remove(|job| Arc::ptr_eq(&job.slot, &self.slot));
+        true
     }
 
     /// Gives the job up wherever it is, killing the process group running it. Returns the
     /// pid killed, if any.
     pub(super) fn abandon(&self) -> Option<u32> {
+        if self.withdraw() {
+            return None;
+        }
         let mut slot = lock(&self.slot);
-        let killed = match *slot {
-            Slot::Taken(pid) => {
-                kill_group(pid);
-                Some(pid)
-            }
+        let killed = match &*slot {
+            Slot::Taken(process) if process.kill() => Some(process.pid),
             _ => None,
         };
-        if *slot != Slot::Settled {
+        if !matches!(*slot, Slot::Settled) {
             *slot = Slot::Abandoned;
         }
         killed
@@ -153,18 +181,57 @@ impl Drop for Claim {
 mod tests {
     use super::*;
 
+    fn process(pid: u32, reaped: bool) -> ProcRef {
+        ProcRef {
+            pid,
+            reaped: Arc::new(AtomicBool::new(reaped)),
+        }
+    }
+
+    fn new(queue: &Arc<JobQueue>) -> (Dispatch, Claim, mpsc::UnboundedReceiver<Event>) {
+        dispatch(b"{}\n".to_vec(), "id".into(), "p", queue)
+    }
+
     #[test]
-    fn a_withdrawn_job_is_never_taken() {
-        let (dispatch, claim, mut events) = dispatch(b"{}\n".to_vec(), "id".into(), "p");
+    fn a_withdrawn_job_is_never_taken_and_leaves_the_queue() {
+        let queue = Arc::new(JobQueue::default());
+        let (job, claim, mut events) = new(&queue);
+        let (other, _other_claim, _) = new(&queue);
+        assert!(queue.push(job).is_ok());
+        assert!(queue.push(other).is_ok());
         assert!(claim.withdraw());
-        assert!(!dispatch.take(42));
+        // Only the other job is left: a job given up does not wait for a process.
+        let left = queue.take().expect("the other job");
+        assert!(left.take(&process(42, true)));
+        queue.close();
+        assert!(queue.take().is_none());
         assert!(events.try_recv().is_err());
     }
 
     #[test]
+    fn a_dropped_claim_takes_its_waiting_job_back() {
+        let queue = Arc::new(JobQueue::default());
+        let (job, claim, _) = new(&queue);
+        assert!(queue.push(job).is_ok());
+        drop(claim);
+        queue.close();
+        assert!(queue.take().is_none());
+    }
+
+    #[test]
+    fn a_reaped_process_is_never_signalled() {
+        let queue = Arc::new(JobQueue::default());
+        let (job, claim, _) = new(&queue);
+        // pid 1 would be init: a reaped process's pid may belong to anyone.
+        assert!(job.take(&process(1, true)));
+        assert_eq!(claim.abandon(), None);
+    }
+
+    #[test]
     fn a_taken_job_cannot_be_withdrawn_and_its_answer_arrives() {
-        let (dispatch, claim, mut events) = dispatch(b"{}\n".to_vec(), "id".into(), "p");
-        assert!(dispatch.take(42));
+        let queue = Arc::new(JobQueue::default());
+        let (dispatch, claim, mut events) = new(&queue);
+        assert!(dispatch.take(&process(42, true)));
         assert!(!claim.withdraw());
         dispatch.settle(Event::Done(Outcome::Complete));
         assert!(matches!(events.try_recv(), Ok(Event::Taken(42))));
@@ -178,9 +245,10 @@ mod tests {
 
     #[test]
     fn an_answer_after_the_handler_gave_up_is_dropped() {
-        let (dispatch, claim, mut events) = dispatch(b"{}\n".to_vec(), "id".into(), "p");
+        let queue = Arc::new(JobQueue::default());
+        let (dispatch, claim, mut events) = new(&queue);
         // pid 0 is never signalled (kill_group ignores it).
-        assert!(dispatch.take(0));
+        assert!(dispatch.take(&process(0, false)));
         claim.abandon();
         dispatch.settle(Event::Done(Outcome::Complete));
         assert!(matches!(events.try_recv(), Ok(Event::Taken(0))));

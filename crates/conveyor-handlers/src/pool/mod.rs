@@ -1,13 +1,14 @@
 //! A supervised pool of long-lived worker processes (RoadRunner's `jobs.pool`): each process
 //! runs one job at a time, speaking JSON lines (`crate::protocol`). Jobs wait in one queue;
-//! an idle process takes the next one (back-pressure: the queue holds only the jobs the
-//! worker runtime is running, never more). A process that dies, hangs past its timeout,
+//! an idle process takes the next one (back-pressure: the queue holds only jobs whose
+//! handlers wait for them, at most the worker runtime's concurrency; a job given up leaves it). A process that dies, hangs past its timeout,
 //! writes garbage or is abandoned by the runtime is killed and replaced, and its job counts as
 //! a failed attempt; one over `max_memory_mb` is retired after its job; one that fails at
 //! start-up is started again with a growing delay.
 
 mod dispatch;
 mod process;
+mod queue;
 mod supervisor;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -88,8 +89,8 @@ pub struct Pool {
 
 struct Inner {
     config: PoolConfig,
-    /// Jobs waiting for an idle process; `None` once the pool is closed.
-    queue: Mutex<Option<std::sync::mpsc::Sender<dispatch::Dispatch>>>,
+    /// Jobs waiting for an idle process.
+    queue: queue::Queue,
     /// One message per process to start.
     respawn: mpsc::UnboundedSender<()>,
     closed: watch::Sender<bool>,
@@ -112,12 +113,11 @@ impl Pool {
                 message: format!("pool {} needs at least 1 worker", config.name),
             });
         }
-        let (queue_tx, queue_rx) = std::sync::mpsc::channel();
         let (respawn, requests) = mpsc::unbounded_channel();
         let workers = config.workers;
         let inner = Arc::new(Inner {
             config,
-            queue: Mutex::new(Some(queue_tx)),
+            queue: Arc::default(),
             respawn,
             closed: watch::channel(false).0,
             watchers: Mutex::new(Vec::new()),
@@ -130,8 +130,7 @@ impl Pool {
         for _ in 0..workers {
             let _ = inner.respawn.send(());
         }
-        let queue = Arc::new(Mutex::new(queue_rx));
-        tokio::spawn(supervisor::supervise(inner.clone(), queue, requests));
+        tokio::spawn(supervisor::supervise(inner.clone(), requests));
         Ok(Arc::new(Pool { inner }))
     }
 
@@ -152,8 +151,13 @@ impl Pool {
     pub async fn shutdown(&self) {
         self.inner.close();
         let watchers = std::mem::take(&mut *lock(&self.inner.watchers));
+        // Each watcher ends within its process's destroy_timeout (and a margin) once the
+        // process got SIGTERM; bounded here too, so a shutdown can never hang on one.
+        let limit = self.inner.config.destroy_timeout + Duration::from_secs(10);
         for watcher in watchers {
-            let _ = watcher.await;
+            if tokio::time::timeout(limit, watcher).await.is_err() {
+                tracing::warn!(pool = %self.inner.config.name, "a worker process did not stop in time");
+            }
         }
         tracing::info!(pool = %self.inner.config.name, stats = ?self.stats(), "pool stopped");
     }
@@ -213,11 +217,9 @@ impl Inner {
     /// take it), then waits within `timeout` for its answer.
     async fn run_once(&self, line: Vec<u8>, ctx: &JobContext, timeout: Duration) -> Ran {
         let name = &self.config.name;
-        let (job, claim, mut events) = dispatch::dispatch(line, ctx.id().to_string(), name);
-        let queued = lock(&self.queue)
-            .as_ref()
-            .map(|queue| queue.send(job).is_ok());
-        if queued != Some(true) {
+        let (job, claim, mut events) =
+            dispatch::dispatch(line, ctx.id().to_string(), name, &self.queue);
+        if self.queue.push(job).is_err() {
             return Ran::Outcome(Outcome::Retry(format!("pool {name} is shut down")));
         }
         let pid = match tokio::time::timeout(self.config.allocate_timeout, taken(&mut events)).await
@@ -271,7 +273,7 @@ impl Inner {
     /// No more start-ups or jobs: idle processes' threads see the queue closed and retire.
     fn close(&self) {
         self.closed.send_replace(true);
-        lock(&self.queue).take();
+        self.queue.close();
     }
 }
 

@@ -6,20 +6,18 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::Child;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::dispatch::{Dispatch, Event};
+use super::dispatch::{Dispatch, Event, ProcRef};
+use super::queue::Queue;
 use super::Inner;
 use crate::process::{self, rss_bytes, Tail};
 use crate::protocol::{WorkerLine, PROTOCOL_VERSION};
-
-/// The pool's queue of jobs waiting for an idle process (shared by its processes' threads).
-pub(super) type Queue = Arc<Mutex<mpsc::Receiver<Dispatch>>>;
 
 /// Why a process can take no more jobs.
 pub(super) enum Broken {
@@ -43,15 +41,16 @@ enum End {
 
 /// What the thread owns.
 struct Pipes {
-    pid: u32,
+    /// The process (its `reaped` flag is set by the watching task once it exited).
+    proc: ProcRef,
     stdin: File,
     stdout: BufReader<File>,
     /// The job it runs (or ran last), for its stderr lines in the log. Not cleared when the
     /// job ends: stderr is a pipe of its own, so a line written just before the result may be
     /// read just after it, and it belongs to that job.
     job: Arc<Mutex<Option<String>>>,
-    /// Set by the watching task when the process exited.
-    exited: Arc<AtomicBool>,
+    /// True while it runs a job (the watching task reads it).
+    busy: Arc<AtomicBool>,
     max_memory_mb: Option<u64>,
 }
 
@@ -59,6 +58,10 @@ struct Pipes {
 struct Watched {
     child: Child,
     pid: u32,
+    /// Set once the process was reaped: its pid is then never signalled again.
+    reaped: Arc<AtomicBool>,
+    /// Its thread runs a job.
+    busy: Arc<AtomicBool>,
     tail: Tail,
     stderr: JoinHandle<()>,
 }
@@ -85,19 +88,23 @@ pub(super) async fn start(inner: &Arc<Inner>, queue: Queue) -> Result<JoinHandle
     let tail = Tail::default();
     let label = format!("{}[{pid}]", config.name);
     let stderr = process::forward_stderr(stderr, label, job.clone(), tail.clone());
+    let reaped = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
     let mut watched = Watched {
         child,
         pid,
+        reaped: reaped.clone(),
+        busy: busy.clone(),
         tail,
         stderr,
     };
     let pipes = match (stdin.into_owned_fd(), stdout.into_owned_fd()) {
         (Ok(stdin), Ok(stdout)) => Pipes {
-            pid,
+            proc: ProcRef { pid, reaped },
             stdin: File::from(stdin),
             stdout: BufReader::new(File::from(stdout)),
             job,
-            exited: Arc::new(AtomicBool::new(false)),
+            busy,
             max_memory_mb: config.max_memory_mb,
         },
         _ => {
@@ -105,8 +112,7 @@ pub(super) async fn start(inner: &Arc<Inner>, queue: Queue) -> Result<JoinHandle
             return Err(watched.explain("at start-up", broken).await);
         }
     };
-    let exited = pipes.exited.clone();
-    let (ready_tx, ready_rx) = oneshot::channel();
+    let (ready_tx, mut ready_rx) = oneshot::channel();
     let (end_tx, end_rx) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("pool-{pid}"))
@@ -115,18 +121,27 @@ pub(super) async fn start(inner: &Arc<Inner>, queue: Queue) -> Result<JoinHandle
         let broken = Broken::Protocol(format!("no thread to serve it: {e}"));
         return Err(watched.explain("at start-up", broken).await);
     }
-    let broken = match tokio::time::timeout(config.allocate_timeout, ready_rx).await {
-        Ok(Ok(Ok(()))) => {
-            inner.live.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(pool = %config.name, pid, "worker process ready");
-            return Ok(tokio::spawn(watch(inner.clone(), watched, exited, end_rx)));
-        }
-        Ok(Ok(Err(broken))) => broken,
-        Ok(Err(_)) => Broken::Protocol("its thread ended before the ready line".into()),
-        Err(_) => Broken::Protocol(format!(
+    let no_ready_line = || {
+        Broken::Protocol(format!(
             "no ready line within allocate_timeout ({:?})",
             config.allocate_timeout
+        ))
+    };
+    let ready = match tokio::time::timeout(config.allocate_timeout, &mut ready_rx).await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(_)) => Err(Broken::Protocol(
+            "its thread ended before the ready line".into(),
         )),
+        // A ready line read just as the wait ran out still counts: the thread serves jobs now.
+        Err(_) => ready_rx.try_recv().unwrap_or_else(|_| Err(no_ready_line())),
+    };
+    let broken = match ready {
+        Ok(()) => {
+            inner.live.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pool = %config.name, pid, "worker process ready");
+            return Ok(tokio::spawn(watch(inner.clone(), watched, end_rx)));
+        }
+        Err(broken) => broken,
     };
     // Killing it ends the thread's read, so the thread ends too.
     Err(watched.explain("at start-up", broken).await)
@@ -185,18 +200,20 @@ impl Pipes {
     /// Takes jobs from the queue, one at a time, while the process is healthy.
     fn jobs(&mut self, queue: &Queue) -> End {
         loop {
-            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok(dispatch) = next else {
+            let Some(dispatch) = queue.take() else {
                 return End::Closed;
             };
-            if !dispatch.take(self.pid) {
+            if !dispatch.take(&self.proc) {
                 continue; // its handler gave up on it while it waited
             }
-            if let Err(broken) = self.run(&dispatch) {
+            self.busy.store(true, Ordering::Release);
+            let ran = self.run(&dispatch);
+            self.busy.store(false, Ordering::Release);
+            if let Err(broken) = ran {
                 return End::Broken(broken, Some(dispatch));
             }
             if let Some(limit) = self.max_memory_mb {
-                let rss_mb = rss_bytes(self.pid).unwrap_or(0) / (1024 * 1024);
+                let rss_mb = rss_bytes(self.proc.pid).unwrap_or(0) / (1024 * 1024);
                 if rss_mb > limit {
                     return End::OverMemory(rss_mb);
                 }
@@ -206,7 +223,7 @@ impl Pipes {
 
     /// Sends one job line and reads until its result, forwarding progress lines.
     fn run(&mut self, dispatch: &Dispatch) -> Result<(), Broken> {
-        if self.exited.load(Ordering::Acquire) {
+        if self.proc.reaped.load(Ordering::Acquire) {
             return Err(Broken::Undelivered("it had exited while idle".into()));
         }
         *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(dispatch.id.clone());
@@ -234,22 +251,30 @@ impl Pipes {
 
 /// Waits for the process's thread to end (noting meanwhile when the process exits), then
 /// retires or replaces the process and tells the job it held why it broke.
-async fn watch(
-    inner: Arc<Inner>,
-    mut watched: Watched,
-    exited: Arc<AtomicBool>,
-    mut end: oneshot::Receiver<End>,
-) {
+async fn watch(inner: Arc<Inner>, mut watched: Watched, mut end: oneshot::Receiver<End>) {
+    let grace = inner.config.destroy_timeout;
     let end = tokio::select! {
         end = &mut end => end,
         _ = watched.child.wait() => {
-            exited.store(true, Ordering::Release);
-            end.await
+            // Reaped: kill what is left of its group at once (a child of the worker holding
+            // the pipes open), then never signal that pid again, it may be reused.
+            process::kill_group(watched.pid);
+            watched.reaped.store(true, Ordering::Release);
+            // Its thread ends at end of output, or at its next job when it was idle. A pipe
+            // held open by a process outside the group would keep a busy thread reading: then
+            // it is left behind, and its job ends at its timeout.
+            match tokio::time::timeout(grace + Duration::from_secs(5), &mut end).await {
+                Ok(end) => end,
+                Err(_) if !watched.busy.load(Ordering::Acquire) => end.await,
+                Err(_) => Ok(End::Broken(
+                    Broken::Protocol("left its output open after it exited".into()),
+                    None,
+                )),
+            }
         }
     };
     inner.live.fetch_sub(1, Ordering::Relaxed);
     let name = &inner.config.name;
-    let grace = inner.config.destroy_timeout;
     match end {
         Ok(End::Closed) => watched.retire(grace).await,
         Ok(End::OverMemory(rss_mb)) => {
@@ -296,7 +321,9 @@ impl Watched {
             Broken::Protocol(message) => format!("was killed: it {message}"),
             Broken::Undelivered(message) => format!("was replaced: {message}"),
         };
-        process::kill_group(self.pid);
+        if !self.reaped.load(Ordering::Acquire) {
+            process::kill_group(self.pid);
+        }
         let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .ok()

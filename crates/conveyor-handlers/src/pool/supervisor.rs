@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::process::{self, Queue};
+use super::process;
 use super::{lock, Inner};
 
 /// Delay after the first failed start-up; doubled per consecutive failure up to [`MAX_DELAY`].
@@ -21,11 +21,7 @@ pub(super) fn backoff(failures: u32) -> Duration {
 }
 
 /// Runs until the pool is shut down or dropped.
-pub(super) async fn supervise(
-    inner: Arc<Inner>,
-    queue: Queue,
-    mut requests: mpsc::UnboundedReceiver<()>,
-) {
+pub(super) async fn supervise(inner: Arc<Inner>, mut requests: mpsc::UnboundedReceiver<()>) {
     let mut closed = inner.closed.subscribe();
     let mut failures = 0u32;
     loop {
@@ -37,7 +33,7 @@ pub(super) async fn supervise(
             if *closed.borrow() {
                 return;
             }
-            match process::start(&inner, queue.clone()).await {
+            match process::start(&inner, inner.queue.clone()).await {
                 Ok(watcher) => {
                     failures = 0;
                     let mut watchers = lock(&inner.watchers);

@@ -227,6 +227,7 @@ pub async fn queues(State(app): State<Shared>) -> Response {
         .iter()
         .flat_map(|q| q.partitions.iter().map(|p| (q.queue.clone(), p.clone())))
         .collect();
+    app.history.viewed();
     let charts = stats
         .queues
         .iter()
