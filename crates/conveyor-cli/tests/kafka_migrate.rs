@@ -161,10 +161,11 @@ async fn a_move_killed_halfway_and_run_again_runs_each_job_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("jobs.db").display());
     let tag = uuid::Uuid::now_v7().simple().to_string();
+    // Topics and a consumer group of its own on the shared broker.
     let kafka = format!(
-        "kafka://{}?prefix=migrate{}.&partitions=4",
+        "kafka://{}?prefix=migrate{id}.&group=migrate{id}&partitions=4",
         support::shared_broker(),
-        &tag[24..]
+        id = &tag[24..]
     );
     let (run, dead) = fill(&sqlite).await;
     let total = (run.len() + dead.len()) as u64;

@@ -59,11 +59,15 @@ impl Api {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match engine {
             "sqlite" => format!("sqlite://{}", dir.path().join("api.db").display()),
-            _ => format!(
-                "kafka://{}?prefix=api{}.&partitions=2&session_timeout=6s",
-                broker(),
-                tag()
-            ),
+            // A group of its own too: tests sharing the broker and one group rebalanced each
+            // other's workers, and one waited over 120 s for its partition.
+            _ => {
+                let tag = tag();
+                format!(
+                    "kafka://{}?prefix=api{tag}.&group=api{tag}&partitions=2&session_timeout=6s",
+                    broker()
+                )
+            }
         };
         let conveyor = Conveyor::connect(&url).await.expect("open backend");
         let config = HttpConfig {
