@@ -2,6 +2,7 @@
 //! files beside the backend's database, or Kafka topics with a fresh prefix) and is compared
 //! with the raw storage ceiling measured in the same run.
 
+mod deep_backlog;
 mod delayed;
 mod hot_key;
 mod http;
@@ -45,6 +46,10 @@ pub enum Workload {
     /// another queue beside them: the key's drain rate, and the unkeyed jobs' rate beside it
     /// against the same jobs alone (reported as the ceiling).
     HotKey,
+    /// `--jobs` jobs (default 1000000) waiting in a queue: the rate one worker takes the first
+    /// 10000 of them at, against the same with 10000 waiting (reported as the ceiling).
+    /// SQLite only (a Kafka fetch reads on from its offset, whatever follows).
+    DeepBacklog,
     /// `--jobs` jobs (default 100000) through `POST /v1/jobs/batch` and a tenth (at most
     /// 20000) through single `POST /v1/jobs` on a keep-alive connection, beside the library's
     /// enqueue of the same run (the ceiling); then each dashboard page's time with those jobs
@@ -63,6 +68,7 @@ impl Workload {
             Workload::Pool => "pool",
             Workload::HotKey => "hot-key",
             Workload::Http => "http",
+            Workload::DeepBacklog => "deep-backlog",
         }
     }
 
@@ -76,6 +82,7 @@ impl Workload {
             Workload::Pool => 50_000,
             Workload::HotKey => 20_000,
             Workload::Http => 100_000,
+            Workload::DeepBacklog => 1_000_000,
         }
     }
 
@@ -238,8 +245,19 @@ struct Background {
 impl Background {
     /// Starts a worker of `concurrency` on `engine`.
     fn start(engine: &Arc<dyn Engine>, registry: Registry, concurrency: usize) -> Self {
+        Self::start_on(engine, registry, concurrency, Vec::new())
+    }
+
+    /// Starts a worker of `concurrency` taking jobs from `queues` only (empty: every queue).
+    fn start_on(
+        engine: &Arc<dyn Engine>,
+        registry: Registry,
+        concurrency: usize,
+        queues: Vec<String>,
+    ) -> Self {
         let config = WorkerConfig {
             concurrency,
+            queues,
             ..WorkerConfig::default()
         };
         let worker = Worker::new(engine.clone(), registry, config);

@@ -72,6 +72,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Job counts per queue and state.
     Stats(StatsArgs),
+    /// The connected workers (heard from within a few heartbeats) and what each runs.
+    Workers(WorkersArgs),
     /// The dead-letter list.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -222,6 +224,14 @@ pub struct CancelArgs {
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Print `{"queues":[...]}` instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `conveyor workers`.
+#[derive(Args, Debug)]
+pub struct WorkersArgs {
+    /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -771,3 +771,37 @@ fn a_bad_row_is_dead_lettered_and_sigterm_still_stops_the_worker() {
     };
     assert_eq!(exit.code(), Some(0));
 }
+
+/// `conveyor workers` lists a running worker with the job it runs, and nobody once it stopped.
+#[test]
+fn workers_lists_who_runs_what() {
+    let sandbox = Sandbox::new();
+    assert_eq!(sandbox.run(&["workers"]).ok(), "no worker is connected");
+    let id = sandbox
+        .run(&["enqueue", "sleep", r#"{"ms":60000}"#, "--queue", "video"])
+        .ok()
+        .to_string();
+    let mut worker = sandbox.spawn(&["worker"], "worker.log");
+    sandbox.wait_for_state(&id, "running");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let workers = sandbox.run(&["workers", "--json"]).json();
+        if workers[0]["running"]["video"] == 1 {
+            assert!(workers[0]["owner"].as_str().is_some(), "{workers}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listed running: {workers}");
+        std::thread::sleep(POLL);
+    }
+    let table = sandbox.run(&["workers"]).ok().to_string();
+    assert!(table.contains("video=1"), "{table}");
+    sandbox.run(&["cancel", &id]).ok();
+    sandbox.wait_for_state(&id, "cancelled");
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert!(worker.0.wait().expect("wait").success());
+    assert_eq!(sandbox.run(&["workers"]).ok(), "no worker is connected");
+}

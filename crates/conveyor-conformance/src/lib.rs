@@ -174,7 +174,8 @@ macro_rules! backend_conformance_tests {
             progress_is_visible_in_status,
             cleanup_removes_old_finished_jobs,
             purge_keeps_jobs_waiting_for_a_retry,
-            replay_reruns_a_queues_jobs_since_a_time
+            replay_reruns_a_queues_jobs_since_a_time,
+            connected_workers_are_listed_with_what_they_run
         );
     };
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Export, Import, Inspect, Replay,
-    Schedules, Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Export, Import, Inspect, ListJobs,
+    Replay, Schedules, Statistics, Workers,
 };
 
 /// The capabilities an engine offers beyond the core trait; `None` where it has none. An
@@ -14,6 +14,8 @@ use crate::{
 pub struct Capabilities {
     /// Job status by id.
     pub inspect: Option<Arc<dyn Inspect>>,
+    /// Jobs listed by state.
+    pub list_jobs: Option<Arc<dyn ListJobs>>,
     /// Counts per queue and state.
     pub statistics: Option<Arc<dyn Statistics>>,
     /// Cancel, purge, cleanup.
@@ -24,6 +26,8 @@ pub struct Capabilities {
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Recurring schedules (and the cron scheduler that fires them).
     pub schedules: Option<Arc<dyn Schedules>>,
+    /// The connected workers and what they run.
+    pub workers: Option<Arc<dyn Workers>>,
     /// Running a queue's jobs again.
     pub replay: Option<Arc<dyn Replay>>,
     /// Handing jobs over to another engine (the source of `conveyor migrate`).
@@ -33,16 +37,18 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Every capability of a [`Backend`]; an engine adds [`Export`] or [`Import`] when it
-    /// has them.
+    /// Every capability of a [`Backend`]; an engine adds [`ListJobs`], [`Export`] or
+    /// [`Import`] when it has them.
     pub fn all(backend: &Arc<dyn Backend>) -> Self {
         Capabilities {
             inspect: Some(backend.clone()),
+            list_jobs: None,
             statistics: Some(backend.clone()),
             control: Some(backend.clone()),
             dead_letter_list: Some(backend.clone()),
             dead_letters: Some(backend.clone()),
             schedules: Some(backend.clone().as_schedules()),
+            workers: Some(backend.clone()),
             replay: Some(backend.clone().as_replay()),
             export: None,
             import: None,

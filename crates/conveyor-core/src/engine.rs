@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::{CronEntry, DeadLetter, Enqueued, Job, JobId, JobInfo, NewJob, Report, Result, Stats};
+use crate::{
+    CronEntry, DeadLetter, Enqueued, Job, JobId, JobInfo, JobPage, JobQuery, NewJob, Report,
+    Result, Stats, WorkerInfo,
+};
 
 /// What a worker asks for when it fetches.
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Keeps the leases of `running` (jobs `owner` runs or finished without a stored report)
     /// alive; says which of them a user asked to cancel and which leases were already lost.
+    /// A worker calls it while idle too (`running` empty): it says the worker is connected.
     async fn heartbeat(&self, owner: &str, running: &[JobId]) -> Result<Renewal>;
 
     /// How often a worker must call [`Engine::heartbeat`] to keep its leases.
@@ -163,9 +167,26 @@ pub trait Replay: Send + Sync {
     ) -> Result<Vec<JobId>>;
 }
 
+/// The workers connected to the storage: who is there and what each runs (the dashboard's
+/// Workers page, `GET /v1/workers`). A worker is there from its first heartbeat until it
+/// leaves, or until it missed a few heartbeats (killed without leaving).
+#[async_trait]
+pub trait Workers: Send + Sync {
+    /// Every connected worker, sorted by owner.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+}
+
+/// Jobs listed by state, a page at a time (the dashboard's Jobs page, `GET /v1/jobs`).
+#[async_trait]
+pub trait ListJobs: Send + Sync {
+    /// One page of the jobs `query` asks for; a cursor this engine did not write is an
+    /// invalid-input error naming `after`.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage>;
+}
+
 /// Everything a full engine offers; what the CLI, the HTTP API and the conformance suite use.
 pub trait Backend:
-    Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay
+    Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay + Workers
 {
     /// Upcasts to the core trait, for the worker runtime.
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine>;
@@ -175,7 +196,10 @@ pub trait Backend:
     fn as_replay(self: Arc<Self>) -> Arc<dyn Replay>;
 }
 
-impl<T: Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay> Backend for T {
+impl<T> Backend for T
+where
+    T: Engine + Inspect + Statistics + Control + DeadLetters + Schedules + Replay + Workers,
+{
     fn as_engine(self: Arc<Self>) -> Arc<dyn Engine> {
         self
     }

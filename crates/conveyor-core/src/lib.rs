@@ -15,16 +15,19 @@ mod error;
 mod events;
 mod handler;
 mod job;
+mod listing;
 mod moving;
+mod presence;
 mod retry;
+mod trace_hook;
 mod worker;
 
 pub use builtin::register_builtins;
 pub use capabilities::{Capabilities, Opened};
 pub use cron::{next_fire_after, run_scheduler, CronEntry};
 pub use engine::{
-    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, Progress, Renewal,
-    Replay, Schedules, Statistics,
+    Backend, Control, DeadLetterList, DeadLetters, Engine, Fetch, Inspect, ListJobs, Progress,
+    Renewal, Replay, Schedules, Statistics, Workers,
 };
 pub use error::{Error, Result};
 pub use events::JobEvent;
@@ -34,6 +37,9 @@ pub use job::{
     JobState, NewJob, PartitionLag, QueueStats, Report, Stats, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE,
 };
+pub use listing::{JobPage, JobQuery, MAX_LIST_PAGE};
 pub use moving::{Export, Import, Imported, Transfer};
+pub use presence::WorkerInfo;
 pub use retry::Backoff;
+pub use trace_hook::{set_job_span_hook, JobSpanHook};
 pub use worker::{EventObserver, Worker, WorkerConfig};

@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use conveyor::{CronEntry, DeadLetter, JobInfo, Stats};
+use conveyor::{CronEntry, DeadLetter, JobInfo, Stats, WorkerInfo};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -30,6 +30,11 @@ pub async fn purge(
     conveyor::check_name("queue", &queue)?;
     let purged = app.conveyor.purge(&queue).await?;
     Ok(Json(json!({ "queue": queue, "purged": purged })))
+}
+
+/// `GET /v1/workers`: the connected workers and what each runs.
+pub async fn workers(State(app): State<Shared>) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
+    Ok(Json(app.conveyor.workers().await?))
 }
 
 /// The query of the dead-letter list.

@@ -14,6 +14,7 @@ mod error;
 mod guard;
 mod history;
 mod jobs;
+mod listing;
 pub mod metrics;
 mod request;
 
@@ -185,11 +186,13 @@ macro_rules! api_routes {
 
 api_routes! {
     POST "/jobs" => jobs::enqueue,
+    GET "/jobs" => listing::list,
     POST "/jobs/batch" => jobs::enqueue_batch,
     GET "/jobs/{id}" => jobs::job,
     POST "/jobs/{id}/cancel" => jobs::cancel,
     GET "/queues" => admin::queues,
     POST "/queues/{queue}/purge" => admin::purge,
+    GET "/workers" => admin::workers,
     GET "/dead-letter" => admin::dead_letters,
     POST "/dead-letter/retry" => admin::retry_all_dead,
     POST "/dead-letter/purge" => admin::purge_dead,

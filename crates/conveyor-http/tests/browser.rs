@@ -268,6 +268,21 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
 
+    // A worker of a queue with no jobs, connected while the pages are read.
+    let idle = WorkerConfig {
+        queues: vec!["thumbnails".into()],
+        ..WorkerConfig::default()
+    };
+    let idle_owner = idle.owner.clone();
+    let (stop_idle, idle_stopped) = tokio::sync::oneshot::channel::<()>();
+    let idle = tokio::spawn(
+        api.conveyor
+            .worker(Registry::with_builtins(), idle)
+            .run(async move {
+                let _ = idle_stopped.await;
+            }),
+    );
+
     let browser = Browser::start().await;
     browser.open(&format!("{}/", api.base)).await;
     let page = browser.source().await;
@@ -307,7 +322,35 @@ async fn the_dashboard_in_a_real_browser() {
 
     browser.open(&format!("{}/cron", api.base)).await;
     assert!(browser.source().await.contains("nightly"));
-    let shot = browser.screenshot("cron").await;
+    browser.screenshot("cron").await;
+
+    browser
+        .open(&format!("{}/jobs?state=scheduled&limit=2", api.base))
+        .await;
+    let page = browser.source().await;
+    assert!(page.contains("<td>mail</td>"), "{page}");
+    assert!(
+        page.contains("id=\"next\""),
+        "three scheduled, two a page:\n{page}"
+    );
+    browser.screenshot("jobs").await;
+    browser.click("#next").await;
+    let deadline = Instant::now() + PATIENCE;
+    while !browser.source().await.contains("<td>reports</td>") {
+        assert!(
+            Instant::now() < deadline,
+            "the next page never showed the third job:\n{}",
+            browser.source().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    browser.open(&format!("{}/workers", api.base)).await;
+    let page = browser.source().await;
+    assert!(page.contains(&idle_owner), "{page}");
+    let shot = browser.screenshot("workers").await;
+    let _ = stop_idle.send(());
+    idle.await.expect("idle worker task").expect("idle worker");
     eprintln!(
         "screenshots in {}",
         shot.parent()

@@ -140,6 +140,21 @@ async fn pages_show_real_data_and_actions_are_csrf_checked(engine: &str) {
         "forms carry the token"
     );
 
+    let (status, _, body) = get(&api, &format!("/jobs?state=dead&queue={queue}"), "").await;
+    if engine == "kafka" {
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+        assert!(body.contains("job lists by state"), "{body}");
+    } else {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(&format!("href=\"/jobs/{dead}\"")), "{body}");
+        assert!(body.contains("always fails"), "{body}");
+    }
+    let (status, _, _) = get(&api, "/jobs?state=%3Cb%3E", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, body) = get(&api, "/workers", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<h1>Workers</h1>"), "{body}");
+
     let retry = format!("/dead-letter/{dead}/retry");
     let (status, _) = post(&api, &retry, "", &[("csrf", &token)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no cookie: refused");

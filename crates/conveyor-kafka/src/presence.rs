@@ -1,21 +1,24 @@
-//! Who runs what, on the broker alone: the `running` count of `conveyor stats`.
+//! Who runs what, on the broker alone: the `running` count of `conveyor stats` and the
+//! connected workers (`Workers`).
 //!
 //! Kafka keeps no per-job state, and a job being run is only an unfinished offset. So each
-//! worker says itself what it runs: from its heartbeat (every second), at most every
-//! [`INTERVAL`], it writes a presence record to `{prefix}workers` (partition 0) with how many
-//! jobs it runs per queue, and a last one with nothing running when it leaves. `stats` adds up
-//! the latest record of each worker written within [`FRESH`]; a worker killed without leaving
-//! drops out of the count after that long.
+//! worker says itself what it runs: from its heartbeat (every second, idle or not), at most
+//! every [`INTERVAL`], it writes a presence record to `{prefix}workers` (partition 0) with how
+//! many jobs it runs per queue, and a last one, marked `left`, with nothing running when it
+//! leaves. `stats` adds up the latest record of each worker written within [`FRESH_MS`]; the
+//! workers list shows each worker whose latest record is that fresh and not `left`. A worker
+//! killed without leaving drops out of both after that long.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use conveyor_core::{now_ms, Job, JobId};
+use chrono::DateTime;
+use conveyor_core::{now_ms, Job, JobId, WorkerInfo, Workers};
 use serde::{Deserialize, Serialize};
 
 use crate::scan::Scanner;
-use crate::{Error, KafkaConfig, Record};
+use crate::{Error, KafkaConfig, KafkaEngine, Record};
 
 /// Least time between two presence records of one worker.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
@@ -36,6 +39,13 @@ pub(crate) struct Presence {
     pub at: i64,
     /// Jobs it runs now, per queue.
     pub running: BTreeMap<String, u64>,
+    /// When the worker wrote its first presence, ms since the epoch (absent in records of
+    /// builds before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// The worker's last record: it left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
 }
 
 impl Presence {
@@ -60,6 +70,27 @@ pub(crate) struct Roster {
 struct Owner {
     queues: HashMap<JobId, String>,
     written: Option<Instant>,
+    /// Its first presence, ms since the epoch.
+    since: Option<i64>,
+    /// The time of its latest presence, ms since the epoch: each new one is later, so a
+    /// reader taking the latest by time never prefers an older one written after it (the
+    /// records are sent in the background, and may arrive out of order).
+    last_at: i64,
+}
+
+impl Owner {
+    fn presence(&mut self, owner: &str, running: BTreeMap<String, u64>) -> Presence {
+        self.written = Some(Instant::now());
+        let at = now_ms().max(self.last_at + 1);
+        self.last_at = at;
+        Presence {
+            owner: owner.to_string(),
+            at,
+            running,
+            since: Some(*self.since.get_or_insert(at)),
+            left: false,
+        }
+    }
 }
 
 impl Roster {
@@ -76,7 +107,8 @@ impl Roster {
     }
 
     /// Notes the jobs `owner` finished; the presence to write now when that left it running
-    /// nothing (an idle worker's runtime sends no heartbeat, so its last count would linger).
+    /// nothing (its next heartbeat's presence may be up to [`INTERVAL`] away, and its last
+    /// count would linger until then).
     pub fn finished(&self, owner: &str, ids: &[JobId]) -> Option<Presence> {
         if ids.is_empty() {
             return None;
@@ -88,12 +120,7 @@ impl Roster {
         if had == 0 || !entry.queues.is_empty() {
             return None;
         }
-        entry.written = Some(Instant::now());
-        Some(Presence {
-            owner: owner.to_string(),
-            at: now_ms(),
-            running: BTreeMap::new(),
-        })
+        Some(entry.presence(owner, BTreeMap::new()))
     }
 
     /// The presence `owner` should write now, running `running` (its heartbeat's list); `None`
@@ -105,29 +132,23 @@ impl Roster {
         if entry.written.is_some_and(|at| at.elapsed() < INTERVAL) {
             return None;
         }
-        entry.written = Some(Instant::now());
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for queue in entry.queues.values() {
             *counts.entry(queue.clone()).or_default() += 1;
         }
-        Some(Presence {
-            owner: owner.to_string(),
-            at: now_ms(),
-            running: counts,
-        })
+        Some(entry.presence(owner, counts))
     }
 
     /// The last presence of `owner`, which leaves: nothing running.
     pub fn leave(&self, owner: &str) -> Presence {
-        self.owners
+        let gone = self
+            .owners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(owner);
-        Presence {
-            owner: owner.to_string(),
-            at: now_ms(),
-            running: BTreeMap::new(),
-        }
+        let mut presence = gone.unwrap_or_default().presence(owner, BTreeMap::new());
+        presence.left = true;
+        presence
     }
 }
 
@@ -136,10 +157,50 @@ pub(crate) fn running(
     config: &KafkaConfig,
     scanner: &Scanner,
 ) -> Result<HashMap<String, u64>, Error> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for presence in latest(config, scanner)? {
+        for (queue, n) in presence.running {
+            *counts.entry(queue).or_default() += n;
+        }
+    }
+    Ok(counts)
+}
+
+/// The connected workers: each worker's latest fresh presence record, unless it left.
+pub(crate) fn workers(config: &KafkaConfig, scanner: &Scanner) -> Result<Vec<WorkerInfo>, Error> {
+    let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let mut workers: Vec<WorkerInfo> = latest(config, scanner)?
+        .into_iter()
+        .filter(|p| !p.left)
+        .map(|p| WorkerInfo {
+            started_at: p.since.map(time),
+            seen_at: time(p.at),
+            running: p.running.into_iter().filter(|(_, n)| *n > 0).collect(),
+            owner: p.owner,
+        })
+        .collect();
+    workers.sort_unstable_by(|a, b| a.owner.cmp(&b.owner));
+    Ok(workers)
+}
+
+#[async_trait::async_trait]
+impl Workers for KafkaEngine {
+    async fn workers(&self) -> conveyor_core::Result<Vec<WorkerInfo>> {
+        let config = self.config().clone();
+        crate::inspect::blocking(move || {
+            let scanner = Scanner::new(&config, &config.group)?;
+            workers(&config, &scanner)
+        })
+        .await
+    }
+}
+
+/// The latest presence record of each worker written within [`FRESH_MS`].
+fn latest(config: &KafkaConfig, scanner: &Scanner) -> Result<Vec<Presence>, Error> {
     let topic = config.topics.workers();
     let now = now_ms();
     let Some(offsets) = scanner.watermarks(&[(topic.clone(), vec![0])])?.pop() else {
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     };
     let by_time = scanner.offsets_at_time(std::slice::from_ref(&offsets), now - FRESH_MS)?;
     let start = by_time
@@ -160,13 +221,10 @@ pub(crate) fn running(
             }
         }
     })?;
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    for presence in latest.into_values().filter(|p| p.at >= now - FRESH_MS) {
-        for (queue, n) in presence.running {
-            *counts.entry(queue).or_default() += n;
-        }
-    }
-    Ok(counts)
+    Ok(latest
+        .into_values()
+        .filter(|p| p.at >= now - FRESH_MS)
+        .collect())
 }
 
 #[cfg(test)]
@@ -200,6 +258,8 @@ mod tests {
         assert_eq!(roster.finished("w1", &[jobs[0].id]), None, "one still runs");
         let idle = roster.finished("w1", &[jobs[2].id]).expect("idle now");
         assert!(idle.running.is_empty());
-        assert!(roster.leave("w1").running.is_empty());
+        let last = roster.leave("w1");
+        assert!(last.running.is_empty() && last.left);
+        assert_eq!(last.since, presence.since, "first presence time kept");
     }
 }

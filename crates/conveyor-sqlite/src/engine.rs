@@ -56,6 +56,7 @@ impl SqliteEngine {
         let backend: Arc<dyn conveyor_core::Backend> = self.clone();
         conveyor_core::Capabilities {
             export: Some(self.clone()),
+            list_jobs: Some(self.clone()),
             ..conveyor_core::Capabilities::all(&backend)
         }
     }
@@ -293,6 +294,7 @@ impl Engine for SqliteEngine {
             .store
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                crate::presence::seen(&tx, &owner, now_ms(), expires)?;
                 let renewed = tx
                     .prepare_cached(RENEW_LEASES)?
                     .query_map(params![owner, expires, ids], |r| {
@@ -357,5 +359,20 @@ impl Engine for SqliteEngine {
 
     fn max_payload_bytes(&self) -> usize {
         self.store.config.max_payload_bytes
+    }
+
+    /// Takes the worker off the workers list. Every outcome is stored by now, so a failure
+    /// (the file locked past `busy_timeout`) only leaves the row to expire: logged, never the
+    /// shutdown's error.
+    async fn leave(&self, owner: &str) -> conveyor_core::Result<()> {
+        let owner = owner.to_string();
+        let left = self
+            .store
+            .run(move |conn| crate::presence::left(conn, &owner))
+            .await;
+        if let Err(err) = left {
+            tracing::debug!(error = %err, "the worker's row stays until it expires");
+        }
+        Ok(())
     }
 }

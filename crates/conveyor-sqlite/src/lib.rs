@@ -12,6 +12,8 @@ mod cron;
 mod engine;
 mod error;
 mod export;
+mod listing;
+mod presence;
 mod replay;
 mod rows;
 mod schema;

@@ -25,6 +25,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_queue_counts",
         include_str!("../migrations/0006_queue_counts.sql"),
     ),
+    (
+        "0007_workers",
+        include_str!("../migrations/0007_workers.sql"),
+    ),
 ];
 
 /// The schema version this build creates.

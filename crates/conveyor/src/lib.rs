@@ -184,6 +184,21 @@ impl Conveyor {
             .await
     }
 
+    /// One page of the jobs in a state (keyset pages: pass the page's `next` as the next
+    /// query's `after`).
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
+        self.need(&self.capabilities.list_jobs, "job lists by state")?
+            .list_jobs(query)
+            .await
+    }
+
+    /// The connected workers and what each runs.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.need(&self.capabilities.workers, "the workers list")?
+            .workers()
+            .await
+    }
+
     /// The dead-letter list, most recent first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         self.need(&self.capabilities.dead_letter_list, "the dead-letter list")?

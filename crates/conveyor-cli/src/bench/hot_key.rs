@@ -107,12 +107,17 @@ fn registry(done: &Arc<Done>) -> Registry {
 }
 
 /// Seconds from `started` until `counter` reached `jobs`.
-async fn wait(counter: &AtomicUsize, jobs: usize, started: Instant, what: &str) -> Result<f64> {
+pub(super) async fn wait(
+    counter: &AtomicUsize,
+    jobs: usize,
+    started: Instant,
+    what: &str,
+) -> Result<f64> {
     let bar = progress_bar(jobs, what);
     while counter.load(Ordering::Relaxed) < jobs {
         if started.elapsed() > PHASE_LIMIT {
             bail!(
-                "hot-key bench: {what}: {} of {jobs} jobs done after {PHASE_LIMIT:?}",
+                "bench: {what}: {} of {jobs} jobs done after {PHASE_LIMIT:?}",
                 counter.load(Ordering::Relaxed)
             );
         }

@@ -32,6 +32,7 @@ pub async fn run(
 ) -> Result<Vec<BenchResult>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
+    let lists_jobs = conveyor.capabilities().list_jobs.is_some();
     let app = conveyor_http::router(conveyor, conveyor_http::HttpConfig::default());
     let server = tokio::spawn(conveyor_http::serve(listener, app, std::future::pending()));
     let client = reqwest::Client::builder()
@@ -67,13 +68,21 @@ pub async fn run(
         .await?
         .id
         .to_string();
-    for path in [
-        "/",
-        "/dead-letter",
-        "/cron",
-        &format!("/jobs/{id}"),
-        "/v1/queues",
-    ] {
+    let mut paths = vec![
+        "/".to_string(),
+        "/dead-letter".into(),
+        "/cron".into(),
+        "/workers".into(),
+        format!("/jobs/{id}"),
+        "/v1/queues".into(),
+    ];
+    if lists_jobs {
+        paths.extend([
+            "/jobs?state=available".into(),
+            "/jobs?state=completed".into(),
+        ]);
+    }
+    for path in &paths {
         let (samples, seconds) = page_times(&client, &base, path).await?;
         let mut result = BenchResult::empty(
             Workload::Http,

@@ -7,6 +7,7 @@ mod enqueue;
 mod jobs;
 mod migrate;
 mod serve;
+mod workers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -131,6 +132,7 @@ pub async fn run(
         Command::Job(args) => Box::pin(jobs::job(ctx, args)),
         Command::Cancel(args) => Box::pin(jobs::cancel(ctx, args)),
         Command::Stats(args) => Box::pin(jobs::stats(ctx, args)),
+        Command::Workers(args) => Box::pin(workers::run(ctx, args)),
         Command::Purge(args) => Box::pin(jobs::purge(ctx, args)),
         Command::Cleanup(args) => Box::pin(jobs::cleanup(ctx, args)),
         Command::Dlq(command) => Box::pin(dlq::run(ctx, command)),

@@ -102,6 +102,7 @@ pub(super) async fn run_attempt(
         attempt = job.attempt,
         traceparent = job.traceparent.as_deref().unwrap_or(""),
     );
+    crate::trace_hook::on_job_span(&span, job.traceparent.as_deref());
     let attempt = AssertUnwindSafe(handler.handle(ctx).instrument(span)).catch_unwind();
     let outcome = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(outcome)) => outcome,

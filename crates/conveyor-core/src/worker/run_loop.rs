@@ -286,13 +286,15 @@ impl Loop {
 
     async fn heartbeat(&mut self) {
         self.next_heartbeat = Instant::now() + self.shared.engine.heartbeat_interval();
+        // Also while idle: a heartbeat is how a worker says it is connected (`Workers`).
         let ids = self.leased_ids();
-        if ids.is_empty() {
-            return;
-        }
         let asked = Instant::now();
         let renewal = match self.shared.engine.heartbeat(&self.config.owner, &ids).await {
             Ok(renewal) => renewal,
+            Err(err) if ids.is_empty() => {
+                tracing::debug!(error = %err, "heartbeat failed while idle");
+                return;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "heartbeat failed: jobs whose lease cannot be renewed in time will be stopped");
                 return;

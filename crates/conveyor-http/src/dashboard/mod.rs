@@ -3,8 +3,10 @@
 //! `SameSite=Strict` cookie (double submit); with a server token set, pages want the session
 //! cookie the login form sets (a random id this server remembers, never the token itself).
 
+mod list;
 mod pages;
 mod session;
+mod workers;
 
 use axum::http::{header, HeaderValue};
 use axum::routing::{get, post};
@@ -21,7 +23,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 pub(crate) fn routes(app: Shared) -> Router<Shared> {
     let pages = Router::new()
         .route("/", get(pages::queues))
-        .route("/jobs", get(pages::search))
+        .route("/jobs", get(list::jobs))
         .route("/jobs/{id}", get(pages::job))
         .route("/jobs/{id}/cancel", post(pages::cancel))
         .route("/dead-letter", get(pages::dead_letters))
@@ -29,6 +31,7 @@ pub(crate) fn routes(app: Shared) -> Router<Shared> {
         .route("/dead-letter/purge", post(pages::purge))
         .route("/dead-letter/{id}/retry", post(pages::retry))
         .route("/cron", get(pages::cron))
+        .route("/workers", get(workers::workers))
         .route_layer(axum::middleware::from_fn_with_state(
             app,
             session::require_sign_in,

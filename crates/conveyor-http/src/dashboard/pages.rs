@@ -16,15 +16,15 @@ use crate::Shared;
 const DEAD_PAGE: usize = 100;
 
 /// What every page shows around its content.
-struct Frame {
-    title: &'static str,
-    engine: &'static str,
-    searched: String,
-    notice: String,
+pub(super) struct Frame {
+    pub(super) title: &'static str,
+    pub(super) engine: &'static str,
+    pub(super) searched: String,
+    pub(super) notice: String,
 }
 
 impl Frame {
-    fn new(app: &Shared, title: &'static str) -> Self {
+    pub(super) fn new(app: &Shared, title: &'static str) -> Self {
         Frame {
             title,
             engine: app.conveyor.engine().name(),
@@ -114,6 +114,9 @@ struct DeadPage {
     searched: String,
     notice: String,
     letters: Vec<Letter>,
+    /// The page holds [`DEAD_PAGE`] letters, and the engine lists jobs by state: a link to
+    /// page through the rest.
+    full: bool,
     csrf: String,
 }
 
@@ -159,7 +162,7 @@ struct LoginPage {
 }
 
 /// Renders a template into a page, with `status`.
-fn page(status: StatusCode, template: &impl Template) -> Response {
+pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
@@ -170,7 +173,7 @@ fn page(status: StatusCode, template: &impl Template) -> Response {
 }
 
 /// A page saying what went wrong.
-fn message(app: &Shared, status: StatusCode, heading: &str, text: String) -> Response {
+pub(super) fn message(app: &Shared, status: StatusCode, heading: &str, text: String) -> Response {
     let frame = Frame::new(app, "Conveyor");
     page(
         status,
@@ -185,12 +188,12 @@ fn message(app: &Shared, status: StatusCode, heading: &str, text: String) -> Res
     )
 }
 
-fn failed(app: &Shared, err: conveyor::Error) -> Response {
+pub(super) fn failed(app: &Shared, err: conveyor::Error) -> Response {
     let status = crate::ApiError::from(err);
     message(app, status.status, "Something went wrong", status.message)
 }
 
-fn time(t: Option<&chrono::DateTime<chrono::Utc>>) -> String {
+pub(super) fn time(t: Option<&chrono::DateTime<chrono::Utc>>) -> String {
     t.map_or_else(
         || "-".to_string(),
         |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
@@ -246,30 +249,6 @@ pub async fn queues(State(app): State<Shared>) -> Response {
             partitions,
         },
     )
-}
-
-/// The search form's query.
-#[derive(Debug, Deserialize)]
-pub struct Search {
-    #[serde(default)]
-    id: String,
-}
-
-/// `GET /jobs?id=`: to the job's page.
-pub async fn search(State(app): State<Shared>, Query(search): Query<Search>) -> Response {
-    let text = search.id.trim().to_string();
-    match text.parse::<JobId>() {
-        Ok(id) => Redirect::to(&format!("/jobs/{id}")).into_response(),
-        Err(_) => message(
-            &app,
-            StatusCode::BAD_REQUEST,
-            "Not a job id",
-            format!(
-                "{:?} is not a job id (a UUID).",
-                text.chars().take(64).collect::<String>()
-            ),
-        ),
-    }
 }
 
 /// `GET /jobs/{id}`: one job.
@@ -366,6 +345,7 @@ pub async fn dead_letters(
         Ok(dead) => dead,
         Err(err) => return failed(&app, err),
     };
+    let full = dead.len() >= DEAD_PAGE && app.conveyor.capabilities().list_jobs.is_some();
     let letters = dead
         .into_iter()
         .map(|d| Letter {
@@ -393,6 +373,7 @@ pub async fn dead_letters(
             searched: frame.searched,
             notice: frame.notice,
             letters,
+            full,
             csrf: csrf.token.clone(),
         },
     );

@@ -6,6 +6,7 @@ mod leases;
 mod lifecycle;
 mod replay;
 mod scheduling;
+mod workers;
 
 pub use admin::*;
 pub use keys::*;
@@ -13,3 +14,4 @@ pub use leases::*;
 pub use lifecycle::*;
 pub use replay::*;
 pub use scheduling::*;
+pub use workers::*;
