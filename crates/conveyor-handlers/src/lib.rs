@@ -25,7 +25,7 @@ pub use command::{CommandLine, CommandSpec};
 pub use error::{Error, Result};
 pub use exec::{Exec, ExecConfig};
 pub use http::{Http, HttpConfig};
-pub use pool::{Pool, PoolConfig, PoolStats};
+pub use pool::{CpuAffinity, Pool, PoolConfig, PoolStats};
 pub use process::Spawn;
 pub use protocol::PROTOCOL_VERSION;
 

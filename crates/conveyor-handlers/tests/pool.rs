@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_core::{JobState, NewJob, Registry};
-use conveyor_handlers::{handlers, CommandSpec, Pool, PoolConfig, Runner, Spawn};
+use conveyor_handlers::{handlers, CommandSpec, CpuAffinity, Pool, PoolConfig, Runner, Spawn};
 use serde_json::json;
 use support::{python_lib, worker_script, Harness};
 
@@ -282,4 +282,33 @@ async fn a_process_killed_while_idle_costs_no_attempt() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(pool.stats().restarts, 1);
     pool.shutdown().await;
+}
+
+/// `cpu_affinity = "paired"` confines each worker process to one CPU (the thread serving it is
+/// pinned there too); without it a process may run on every CPU this program may use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paired_processes_run_on_one_cpu_each() {
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (affinity, expected) in [(CpuAffinity::None, usable), (CpuAffinity::Paired, 1)] {
+        let h = Harness::new();
+        let mut config = python_pool(2, None);
+        config.cpu_affinity = affinity;
+        let pool = Pool::start(config).expect("pool");
+        let run = h.start(registry(&pool, &["py"]), 4);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(h.enqueue("py", json!({"op": "affinity"}), 1).await);
+        }
+        let infos = h.wait_final(&ids).await;
+        run.stop().await;
+        pool.shutdown().await;
+        for info in infos {
+            let cpus = info.last_error.clone().unwrap_or_default();
+            assert_eq!(
+                cpus.split(',').count(),
+                expected,
+                "{affinity:?}: a process ran on CPUs {cpus:?}"
+            );
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `conveyor bench --workload pool`: jobs/s through a pool of 2 worker processes with a
 //! trivial Python handler and a trivial PHP handler (the libraries of `examples/workers`,
 //! built into the binary), beside the built-in `noop` figure of the same run and engine: the
-//! difference is what the protocol and the processes cost.
+//! difference is what the protocol and the processes cost. Each language runs twice: with the
+//! default CPU placement, then with `cpu_affinity = "paired"`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use conveyor::{Engine, Handler, JobContext, NewJob, Outcome, Registry};
-use conveyor_handlers::{CommandSpec, Pool, PoolConfig, Runner};
+use conveyor_handlers::{CommandSpec, CpuAffinity, Pool, PoolConfig, Runner};
 
 use super::{drain, drain_counted, enqueue_in_batches, enqueue_noops, BenchResult, Workload};
 use crate::output::progress_bar as progress;
@@ -44,7 +45,10 @@ pub async fn run(
     let dir = tempfile::tempdir()?;
     write_workers(dir.path())?;
     let mut results = Vec::new();
-    for (language, command) in [("python", "python3 worker.py"), ("php", "php worker.php")] {
+    let runs = [("python", "python3 worker.py"), ("php", "php worker.php")]
+        .into_iter()
+        .flat_map(|run| [(run, CpuAffinity::None), (run, CpuAffinity::Paired)]);
+    for ((language, command), affinity) in runs {
         let Ok(command) = CommandSpec::Line(command.into()).resolve(dir.path()) else {
             eprintln!("bench pool: {language} is not installed, skipped");
             continue;
@@ -52,15 +56,15 @@ pub async fn run(
         let mut config = PoolConfig::new(format!("bench-{language}"), command, 2);
         config.spawn.dir = Some(dir.path().to_path_buf());
         config.destroy_timeout = Duration::from_secs(5);
+        config.cpu_affinity = affinity;
         let pool = Pool::start(config)?;
         let seconds = through_pool(engine, &pool, jobs, concurrency, language).await?;
         pool.shutdown().await;
-        let mut result = BenchResult::empty(
-            Workload::Pool,
-            format!("{backend}, {language}"),
-            jobs,
-            seconds,
-        );
+        let label = match affinity {
+            CpuAffinity::None => format!("{backend}, {language}"),
+            CpuAffinity::Paired => format!("{backend}, {language}, cpu_affinity=paired"),
+        };
+        let mut result = BenchResult::empty(Workload::Pool, label, jobs, seconds);
         result.ceiling_jobs_per_s = Some(noop);
         result.ratio_to_ceiling = Some(result.jobs_per_s / noop);
         results.push(result);

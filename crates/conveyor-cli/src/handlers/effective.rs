@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use conveyor::Error;
-use conveyor_handlers::Http;
+use conveyor_handlers::{CpuAffinity, Http};
 use serde::Serialize;
 
 use super::{http_config, pool_config, spawn, HandlerSection};
@@ -46,6 +46,11 @@ pub fn effective(
             put(&mut table, "allocate_timeout", human(c.allocate_timeout));
             put(&mut table, "destroy_timeout", human(c.destroy_timeout));
             put(&mut table, "timeout", human(c.timeout));
+            let affinity = match c.cpu_affinity {
+                CpuAffinity::None => "none",
+                CpuAffinity::Paired => "paired",
+            };
+            put(&mut table, "cpu_affinity", affinity);
             put(
                 &mut table,
                 "dir",

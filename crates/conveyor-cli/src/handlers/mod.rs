@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use conveyor::{Error, Registry};
 use conveyor_handlers::{
-    handlers, CommandSpec, Exec, ExecConfig, Http, HttpConfig, Pool, PoolConfig, Runner, Spawn,
+    handlers, CommandSpec, CpuAffinity, Exec, ExecConfig, Http, HttpConfig, Pool, PoolConfig,
+    Runner, Spawn,
 };
 use serde::Deserialize;
 
@@ -76,6 +77,10 @@ pub struct PoolSection {
     pub env: BTreeMap<String, String>,
     /// Working folder (default: the configuration file's folder).
     pub dir: Option<PathBuf>,
+    /// `"none"` (default) or `"paired"`: each process on one CPU with the thread serving it
+    /// (faster round trips for single-threaded workers such as PHP and Python).
+    #[serde(default)]
+    pub cpu_affinity: CpuAffinity,
 }
 
 /// `exec = { ... }`.
@@ -214,6 +219,7 @@ pub(super) fn pool_config(
     config.allocate_timeout = section.allocate_timeout.unwrap_or(config.allocate_timeout);
     config.destroy_timeout = section.destroy_timeout.unwrap_or(config.destroy_timeout);
     config.timeout = section.timeout.unwrap_or(default_timeout);
+    config.cpu_affinity = section.cpu_affinity;
     Ok(config)
 }
 

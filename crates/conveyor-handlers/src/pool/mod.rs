@@ -6,6 +6,7 @@
 //! a failed attempt; one over `max_memory_mb` is retired after its job; one that fails at
 //! start-up is started again with a growing delay.
 
+mod affinity;
 mod dispatch;
 mod process;
 mod queue;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::process::Spawn;
 use crate::protocol::JobLine;
 use crate::{CommandLine, Error, Result, Runner};
+pub use affinity::CpuAffinity;
 use dispatch::{Claim, Event};
 
 /// How a pool runs.
@@ -46,11 +48,13 @@ pub struct PoolConfig {
     pub destroy_timeout: Duration,
     /// Longest attempt of a job that sets no timeout of its own.
     pub timeout: Duration,
+    /// Whether each process shares one CPU with the thread serving it (see [`CpuAffinity`]).
+    pub cpu_affinity: CpuAffinity,
 }
 
 impl PoolConfig {
     /// A pool of `workers` processes running `command`, with the defaults: 60 s to allocate and
-    /// destroy, 5 min per job, no memory limit.
+    /// destroy, 5 min per job, no memory limit, no CPU affinity.
     pub fn new(name: impl Into<String>, command: CommandLine, workers: usize) -> Self {
         PoolConfig {
             name: name.into(),
@@ -61,6 +65,7 @@ impl PoolConfig {
             allocate_timeout: Duration::from_secs(60),
             destroy_timeout: Duration::from_secs(60),
             timeout: Duration::from_secs(300),
+            cpu_affinity: CpuAffinity::None,
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::process::Child;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::affinity::{self, CpuAffinity};
 use super::dispatch::{Dispatch, Event, ProcRef};
 use super::queue::Queue;
 use super::Inner;
@@ -52,6 +53,7 @@ struct Pipes {
     /// True while it runs a job (the watching task reads it).
     busy: Arc<AtomicBool>,
     max_memory_mb: Option<u64>,
+    cpu_affinity: CpuAffinity,
 }
 
 /// The process as the watching task holds it.
@@ -106,6 +108,7 @@ pub(super) async fn start(inner: &Arc<Inner>, queue: Queue) -> Result<JoinHandle
             job,
             busy,
             max_memory_mb: config.max_memory_mb,
+            cpu_affinity: config.cpu_affinity,
         },
         _ => {
             let broken = Broken::Protocol("pipes unusable".into());
@@ -154,6 +157,9 @@ fn serve(
     ready: oneshot::Sender<Result<(), Broken>>,
     end: oneshot::Sender<End>,
 ) {
+    if pipes.cpu_affinity == CpuAffinity::Paired {
+        affinity::pair(pipes.proc.pid);
+    }
     if let Err(broken) = pipes.handshake() {
         let _ = ready.send(Err(broken));
         return;

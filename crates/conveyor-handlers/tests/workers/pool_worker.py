@@ -35,6 +35,9 @@ while (task := consumer.wait_task()) is not None:
     elif op == "progress":
         task.progress({"step": 1})
         task.complete()
+    elif op == "affinity":
+        cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        task.fail(cpus, retry=False)
     elif op == "sleep":
         time.sleep(p["ms"] / 1000)
         task.complete()
