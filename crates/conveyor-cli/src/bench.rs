@@ -47,7 +47,7 @@ pub enum Workload {
     /// against the same jobs alone (reported as the ceiling).
     HotKey,
     /// `--jobs` jobs (default 1000000) waiting in a queue: the rate one worker takes the first
-    /// 10000 of them at, against the same with 10000 waiting (reported as the ceiling).
+    /// 50000 of them at, against the same with 50000 waiting (reported as the ceiling).
     /// SQLite only (a Kafka fetch reads on from its offset, whatever follows).
     DeepBacklog,
     /// `--jobs` jobs (default 100000) through `POST /v1/jobs/batch` and a tenth (at most

@@ -1,7 +1,7 @@
 //! `conveyor bench --workload deep-backlog`: how fast workers take jobs off a queue with
-//! `--jobs` (default 1,000,000) waiting, against the same with 10,000 waiting (reported as the
+//! `--jobs` (default 1,000,000) waiting, against the same with 50,000 waiting (reported as the
 //! ceiling), in the same run. A fetch must cost the same however deep the backlog is: both
-//! phases drain the first 10,000 jobs of their backlog with one worker.
+//! phases drain the first 50,000 jobs of their backlog with one worker.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::{enqueue_in_batches, Background, BenchResult, Workload};
 use crate::output::progress_bar;
 
 /// Jobs each phase takes off its backlog.
-const SAMPLE: usize = 10_000;
+const SAMPLE: usize = 50_000;
 
 /// The deep figure, with the shallow one as its ceiling.
 pub async fn run(

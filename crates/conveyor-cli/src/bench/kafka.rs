@@ -62,7 +62,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
              so how many records follow it never enters a fetch"
         ),
         Workload::Http => {
-            let conveyor = conveyor::Conveyor::from_backend(kafka.clone());
+            let conveyor = conveyor::Conveyor::from_parts(kafka.clone(), kafka.capabilities());
             super::http::run(conveyor, &engine, &backend, jobs).await
         }
         Workload::Sustained | Workload::RetryStorm => {

@@ -86,7 +86,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
             super::deep_backlog::run(&engine, &backend, jobs, concurrency).await
         }
         Workload::Http => {
-            let conveyor = conveyor::Conveyor::from_backend(sqlite.clone());
+            let conveyor = conveyor::Conveyor::from_parts(sqlite.clone(), sqlite.capabilities());
             super::http::run(conveyor, &engine, &backend, jobs).await
         }
         Workload::Sustained | Workload::RetryStorm => {
