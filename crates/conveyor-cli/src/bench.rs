@@ -9,6 +9,7 @@ mod http;
 mod kafka;
 mod paced;
 mod pool;
+mod scheduled;
 mod sqlite;
 mod sqlite_ceiling;
 
@@ -46,6 +47,10 @@ pub enum Workload {
     /// another queue beside them: the key's drain rate, and the unkeyed jobs' rate beside it
     /// against the same jobs alone (reported as the ceiling).
     HotKey,
+    /// `--jobs` jobs (default 1000000) scheduled over the next 30 days, then `--rate` jobs/s
+    /// for `--seconds` due now: their enqueue -> start latency, against the same stream with
+    /// nothing scheduled (reported as the ceiling).
+    Scheduled,
     /// `--jobs` jobs (default 1000000) waiting in a queue: the rate one worker takes the first
     /// 50000 of them at, against the same with 50000 waiting (reported as the ceiling).
     /// SQLite only (a Kafka fetch reads on from its offset, whatever follows).
@@ -69,6 +74,7 @@ impl Workload {
             Workload::HotKey => "hot-key",
             Workload::Http => "http",
             Workload::DeepBacklog => "deep-backlog",
+            Workload::Scheduled => "scheduled",
         }
     }
 
@@ -83,6 +89,7 @@ impl Workload {
             Workload::HotKey => 20_000,
             Workload::Http => 100_000,
             Workload::DeepBacklog => 1_000_000,
+            Workload::Scheduled => 1_000_000,
         }
     }
 

@@ -57,6 +57,9 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
+        Workload::Scheduled => {
+            super::scheduled::run(&engine, &backend, jobs, pace, concurrency).await
+        }
         Workload::DeepBacklog => bail!(
             "deep-backlog is a SQLite workload: a Kafka worker reads on from its group's offset, \
              so how many records follow it never enters a fetch"

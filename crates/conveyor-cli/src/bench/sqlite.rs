@@ -82,6 +82,9 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
+        Workload::Scheduled => {
+            super::scheduled::run(&engine, &backend, jobs, pace, concurrency).await
+        }
         Workload::DeepBacklog => {
             super::deep_backlog::run(&engine, &backend, jobs, concurrency).await
         }
