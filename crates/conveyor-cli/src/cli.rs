@@ -131,9 +131,14 @@ pub struct WorkerFlags {
 /// Arguments of `conveyor serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address of the HTTP API (recorded; this build does not serve HTTP yet).
+    /// Address of the HTTP API and dashboard (default 127.0.0.1:7070; beyond loopback it
+    /// needs CONVEYOR_TOKEN).
     #[arg(long, env = "CONVEYOR_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// The address users reach the server at, behind a reverse proxy that rewrites `Host`
+    /// (`https://jobs.example.com`): browsers' requests from it pass the same-origin check.
+    #[arg(long, env = "CONVEYOR_PUBLIC_ORIGIN", value_name = "URL")]
+    pub public_origin: Option<String>,
     /// Worker settings.
     #[command(flatten)]
     pub worker: WorkerFlags,

@@ -5,8 +5,9 @@
 //! - Without a token, only a loopback `Host` (`localhost`, `127.x.x.x`, `[::1]`) is served, so
 //!   a rebound name gets nothing.
 //! - A request that changes something (any method but GET, HEAD, OPTIONS) is refused when a
-//!   browser says it comes from elsewhere: an `Origin` that is not this server, or
-//!   `Sec-Fetch-Site: cross-site` / `same-site`.
+//!   browser says it comes from elsewhere: an `Origin` that is neither this server (its
+//!   `Host`) nor the configured public origin (`--public-origin`, for a reverse proxy that
+//!   rewrites `Host`), or `Sec-Fetch-Site: cross-site` / `same-site`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -31,7 +32,7 @@ pub async fn same_origin(State(app): State<Shared>, request: Request, next: Next
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if !reads && !from_here(headers) {
+    if !reads && !from_here(headers, app.public_origin.as_deref()) {
         return ApiError::status(
             StatusCode::FORBIDDEN,
             "refused: a browser sent this request from another site",
@@ -73,11 +74,17 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
     }
 }
 
-/// False when a browser says the request comes from another site.
-pub fn from_here(headers: &HeaderMap) -> bool {
+/// False when a browser says the request comes from another site: neither this server (its
+/// `Host`) nor `public_origin` (`scheme://host[:port]`, the address users reach it at).
+pub fn from_here(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
         return false;
+    }
+    if let (Some(origin), Some(public)) = (text("origin"), public_origin) {
+        if origin.eq_ignore_ascii_case(public) {
+            return true;
+        }
     }
     match (text("origin"), text("host")) {
         (None, _) => true,
@@ -123,19 +130,36 @@ mod tests {
 
     #[test]
     fn requests_from_other_sites_are_told_apart() {
-        assert!(from_here(&headers(&[("host", "127.0.0.1:7070")])));
-        assert!(from_here(&headers(&[
+        let here = |pairs| from_here(&headers(pairs), None);
+        assert!(here(&[("host", "127.0.0.1:7070")]));
+        assert!(here(&[
             ("host", "127.0.0.1:7070"),
             ("origin", "http://127.0.0.1:7070")
-        ])));
-        assert!(!from_here(&headers(&[
+        ]));
+        assert!(!here(&[
             ("host", "127.0.0.1:7070"),
             ("origin", "https://evil.example")
-        ])));
-        assert!(!from_here(&headers(&[
+        ]));
+        assert!(!here(&[
             ("host", "127.0.0.1:7070"),
             ("sec-fetch-site", "cross-site")
-        ])));
-        assert!(!from_here(&headers(&[("origin", "null"), ("host", "x")])));
+        ]));
+        assert!(!here(&[("origin", "null"), ("host", "x")]));
+    }
+
+    #[test]
+    fn the_public_origin_passes_behind_a_proxy_that_rewrites_host() {
+        let public = Some("https://jobs.example.com");
+        let proxied = |origin| headers(&[("host", "127.0.0.1:7070"), ("origin", origin)]);
+        assert!(from_here(&proxied("https://jobs.example.com"), public));
+        assert!(from_here(&proxied("HTTPS://JOBS.EXAMPLE.COM"), public));
+        assert!(!from_here(&proxied("https://jobs.example.com"), None));
+        assert!(!from_here(&proxied("http://jobs.example.com"), public));
+        assert!(!from_here(&proxied("https://evil.example"), public));
+        let cross = headers(&[
+            ("origin", "https://jobs.example.com"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(!from_here(&cross, public));
     }
 }

@@ -54,6 +54,9 @@ pub struct HttpConfig {
     /// How often the dashboard's charts sample the engine's counts (15 minutes are kept at
     /// the default of 5 s; see `history.rs`).
     pub sample_every: std::time::Duration,
+    /// The address users reach the server at (`scheme://host[:port]`), when a reverse proxy
+    /// in front rewrites `Host`: browsers' requests from it pass the same-origin check.
+    pub public_origin: Option<String>,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("draining", &self.draining)
             .field("on_scrape", &self.on_scrape.is_some())
             .field("sample_every", &self.sample_every)
+            .field("public_origin", &self.public_origin)
             .finish()
     }
 }
@@ -76,6 +80,7 @@ impl Default for HttpConfig {
             draining: Arc::new(AtomicBool::new(false)),
             on_scrape: None,
             sample_every: std::time::Duration::from_secs(5),
+            public_origin: None,
         }
     }
 }
@@ -94,6 +99,7 @@ pub(crate) struct App {
     pub history: history::History,
     /// See [`HttpConfig::sample_every`].
     pub sample_every: std::time::Duration,
+    pub public_origin: Option<String>,
 }
 
 pub(crate) type Shared = Arc<App>;
@@ -134,6 +140,7 @@ pub fn router(conveyor: Conveyor, config: HttpConfig) -> Router {
         on_scrape: config.on_scrape,
         history: Default::default(),
         sample_every: config.sample_every,
+        public_origin: config.public_origin,
     });
     history::start(Arc::downgrade(&app), config.sample_every);
     let v1 = guarded_routes()

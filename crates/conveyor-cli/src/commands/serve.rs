@@ -31,6 +31,12 @@ pub async fn serve(
         .or_else(|| ctx.config.file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     check_listen(&listen)?;
+    let public_origin = args
+        .public_origin
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .map(origin_of)
+        .transpose()?;
     let token = std::env::var("CONVEYOR_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -56,6 +62,7 @@ pub async fn serve(
             token,
             draining: draining.clone(),
             on_scrape: Some(Arc::new(move || handlers::publish_pool_metrics(&pools))),
+            public_origin,
             ..conveyor_http::HttpConfig::default()
         },
     );
@@ -173,6 +180,25 @@ fn check_listen(addr: &str) -> Result<(), Error> {
             format!("{addr:?} is not HOST:PORT (example: 127.0.0.1:7070)"),
         )),
     }
+}
+
+/// `scheme://host[:port]` of a public URL, as browsers send it in `Origin`; anything more (a
+/// path, a query, credentials) is refused, since an origin never carries it.
+fn origin_of(text: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::invalid("public-origin", format!("{text:?}: {why}"));
+    let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("give an http:// or https:// address"));
+    }
+    if url.host_str().is_none() {
+        return Err(bad("no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(bad(
+            "an origin is scheme://host[:port], without a path, query or user",
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// Logs a job event (every one: the worker calls it inline, so a burst never skips a line that

@@ -436,7 +436,7 @@ async fn act<F>(app: &Shared, headers: &HeaderMap, form: &Action, to: String, ru
 where
     F: std::future::Future<Output = Result<(), conveyor::Error>>,
 {
-    if !form_is_ours(headers, &form.csrf) {
+    if !form_is_ours(headers, &form.csrf, app.public_origin.as_deref()) {
         return message(
             app,
             StatusCode::FORBIDDEN,

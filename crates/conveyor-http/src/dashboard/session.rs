@@ -111,8 +111,8 @@ impl Csrf {
 /// True when a form's `csrf` field matches the browser's CSRF cookie and the browser does not
 /// say the request comes from another site (the same check as every state change's, see
 /// `guard.rs`).
-pub fn form_is_ours(headers: &HeaderMap, field: &str) -> bool {
+pub fn form_is_ours(headers: &HeaderMap, field: &str, public_origin: Option<&str>) -> bool {
     let cookie_ok = cookie(headers, CSRF_COOKIE)
         .is_some_and(|c| c.len() == 32 && crate::auth::same(c.as_bytes(), field.as_bytes()));
-    cookie_ok && crate::guard::from_here(headers)
+    cookie_ok && crate::guard::from_here(headers, public_origin)
 }
