@@ -247,4 +247,30 @@ mod tests {
         assert!(check_listen(":7070").is_err());
         assert!(check_listen("host:http").is_err());
     }
+
+    #[test]
+    fn a_public_origin_is_scheme_host_and_port() {
+        assert_eq!(
+            origin_of("https://Jobs.Example.com").expect("origin"),
+            "https://jobs.example.com"
+        );
+        assert_eq!(
+            origin_of("http://10.0.0.5:8080/").expect("origin"),
+            "http://10.0.0.5:8080"
+        );
+        assert_eq!(
+            origin_of("https://jobs.example.com:443").expect("origin"),
+            "https://jobs.example.com"
+        );
+        for bad in [
+            "jobs.example.com",
+            "ftp://jobs.example.com",
+            "https://jobs.example.com/conveyor",
+            "https://jobs.example.com/?a=1",
+            "https://user@jobs.example.com",
+        ] {
+            let err = origin_of(bad).expect_err(bad).to_string();
+            assert!(err.contains("public-origin"), "{bad}: {err}");
+        }
+    }
 }
