@@ -4,6 +4,7 @@
 
 mod deep_backlog;
 mod delayed;
+mod fleet;
 mod hot_key;
 mod http;
 mod kafka;
@@ -47,6 +48,10 @@ pub enum Workload {
     /// another queue beside them: the key's drain rate, and the unkeyed jobs' rate beside it
     /// against the same jobs alone (reported as the ceiling).
     HotKey,
+    /// Kafka: `--rate` jobs/s (default 10000) for `--seconds` while `--workers` worker
+    /// processes (default 4) join one after another; the gaps between consecutive job starts
+    /// across the fleet (the longest: how long joins stalled the queue).
+    Fleet,
     /// `--jobs` jobs (default 1000000) scheduled over the next 30 days, then `--rate` jobs/s
     /// for `--seconds` due now: their enqueue -> start latency, against the same stream with
     /// nothing scheduled (reported as the ceiling).
@@ -75,6 +80,7 @@ impl Workload {
             Workload::Http => "http",
             Workload::DeepBacklog => "deep-backlog",
             Workload::Scheduled => "scheduled",
+            Workload::Fleet => "fleet",
         }
     }
 
@@ -90,6 +96,7 @@ impl Workload {
             Workload::Http => 100_000,
             Workload::DeepBacklog => 1_000_000,
             Workload::Scheduled => 1_000_000,
+            Workload::Fleet => 0,
         }
     }
 
@@ -113,6 +120,8 @@ pub struct Plan {
     pace: paced::Pace,
     /// Seconds the paced stream runs, or the delayed jobs' times spread over.
     seconds: f64,
+    /// Worker processes of the fleet workload.
+    workers: usize,
 }
 
 /// Options of `conveyor bench`.
@@ -133,6 +142,9 @@ pub struct BenchArgs {
     /// How long the paced stream runs (delayed: the span the jobs are due over).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Worker processes that join one after another (fleet workload).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
     /// Print one JSON object per workload on stdout.
     #[arg(long)]
     pub json: bool,
@@ -196,6 +208,7 @@ pub async fn run(backend_url: &str, args: BenchArgs) -> Result<()> {
                 total: ((rate * args.seconds).round() as usize).max(1),
             },
             seconds: args.seconds,
+            workers: args.workers,
         };
         let results = if backend_url.starts_with("kafka://") {
             kafka::run(backend_url, plan).await?

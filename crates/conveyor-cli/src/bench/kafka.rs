@@ -23,6 +23,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         concurrency,
         pace,
         seconds,
+        workers: plan_workers,
     } = plan;
     let mut config = KafkaConfig::from_url(url).map_err(conveyor::Error::from)?;
     let tag = uuid::Uuid::now_v7().simple().to_string();
@@ -57,6 +58,9 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
+        Workload::Fleet => {
+            super::fleet::run(url, &config, &engine, &backend, plan_workers, pace).await
+        }
         Workload::Scheduled => {
             super::scheduled::run(&engine, &backend, jobs, pace, concurrency).await
         }

@@ -19,6 +19,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         concurrency,
         pace,
         seconds,
+        workers: _,
     } = plan;
     let config = SqliteConfig::from_url(url).map_err(conveyor::Error::from)?;
     let parent = config
@@ -82,6 +83,10 @@ pub async fn run(url: &str, plan: Plan) -> Result<Vec<BenchResult>> {
         }
         Workload::Pool => super::pool::run(&engine, &backend, jobs, concurrency).await,
         Workload::HotKey => super::hot_key::run(&engine, &backend, jobs, concurrency).await,
+        Workload::Fleet => bail!(
+            "fleet is a Kafka workload: it measures how joining workers and the group's \
+             rebalances stall the queue (SQLite workers share a file, with no group to join)"
+        ),
         Workload::Scheduled => {
             super::scheduled::run(&engine, &backend, jobs, pace, concurrency).await
         }
