@@ -805,3 +805,22 @@ fn workers_lists_who_runs_what() {
     assert!(worker.0.wait().expect("wait").success());
     assert_eq!(sandbox.run(&["workers"]).ok(), "no worker is connected");
 }
+
+/// A public origin means a proxy in front that may make every request look loopback: without a
+/// token, `serve` refuses to start rather than serve anyone who reaches the proxy.
+#[test]
+fn a_public_origin_without_a_token_refuses_to_start() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-origin",
+            "https://jobs.example.com",
+        ])
+        .fails(2, "CONVEYOR_TOKEN");
+    sandbox
+        .run(&["serve", "--public-origin", "https://jobs.example.com/app"])
+        .fails(2, "invalid public-origin");
+}

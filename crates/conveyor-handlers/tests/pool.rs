@@ -288,7 +288,7 @@ async fn a_process_killed_while_idle_costs_no_attempt() {
 /// pinned there too); without it a process may run on every CPU this program may use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paired_processes_run_on_one_cpu_each() {
-    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let usable = allowed_cpus();
     for (affinity, expected) in [(CpuAffinity::None, usable), (CpuAffinity::Paired, 1)] {
         let h = Harness::new();
         let mut config = python_pool(2, None);
@@ -311,4 +311,24 @@ async fn paired_processes_run_on_one_cpu_each() {
             );
         }
     }
+}
+
+/// How many CPUs this process may run on (its affinity mask, as the workers see theirs; not
+/// `available_parallelism`, which also counts cgroup quotas).
+fn allowed_cpus() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim();
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+                b - a + 1
+            }
+            None => 1,
+        })
+        .sum()
 }

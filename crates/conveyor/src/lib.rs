@@ -106,7 +106,11 @@ pub struct Conveyor {
 impl Conveyor {
     /// Opens a SQLite backend URL, e.g. `sqlite://conveyor.db?synchronous=normal`.
     pub fn open(url: &str) -> Result<Self> {
-        Ok(Self::from_backend(open_backend(url)?))
+        if !url.starts_with("sqlite:") {
+            return Err(unknown_scheme(url));
+        }
+        let engine = Arc::new(SqliteEngine::open_url(url)?);
+        Ok(Self::from_parts(engine.clone(), engine.capabilities()))
     }
 
     /// Opens any backend URL: `sqlite://PATH[?options]` or `kafka://HOST:PORT[,...][?options]`
@@ -116,7 +120,9 @@ impl Conveyor {
         Ok(Self::from_parts(opened.engine, opened.capabilities))
     }
 
-    /// Wraps an engine with every capability.
+    /// Wraps an engine with the capabilities every [`Backend`] has; those an engine adds
+    /// (job lists by state, export, import) come with [`Conveyor::from_parts`] and the
+    /// engine's own `capabilities()`.
     pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
         let capabilities = Capabilities::all(&backend);
         Self::from_parts(backend.as_engine(), capabilities)

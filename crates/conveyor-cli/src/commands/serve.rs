@@ -40,6 +40,15 @@ pub async fn serve(
     let token = std::env::var("CONVEYOR_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    if public_origin.is_some() && token.is_none() {
+        // Behind a proxy that rewrites Host every request looks loopback: without a token
+        // anyone who reaches the proxy would have the API and the dashboard.
+        return Err(Error::invalid(
+            "public-origin",
+            "a server reached through a public address needs CONVEYOR_TOKEN",
+        )
+        .into());
+    }
     // Bound first: a taken port fails before anything is started or stored.
     let http = bind_http(&listen, token.as_deref()).await?;
     let conveyor = ctx.open_worker(&args.worker).await?;
@@ -193,7 +202,12 @@ fn origin_of(text: &str) -> Result<String, Error> {
     if url.host_str().is_none() {
         return Err(bad("no host"));
     }
-    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(bad(
             "an origin is scheme://host[:port], without a path, query or user",
         ));
@@ -268,6 +282,8 @@ mod tests {
             "https://jobs.example.com/conveyor",
             "https://jobs.example.com/?a=1",
             "https://user@jobs.example.com",
+            "https://:secret@jobs.example.com",
+            "https://jobs.example.com#top",
         ] {
             let err = origin_of(bad).expect_err(bad).to_string();
             assert!(err.contains("public-origin"), "{bad}: {err}");

@@ -157,9 +157,11 @@ fn serve(
     ready: oneshot::Sender<Result<(), Broken>>,
     end: oneshot::Sender<End>,
 ) {
-    if pipes.cpu_affinity == CpuAffinity::Paired {
-        affinity::pair(pipes.proc.pid);
-    }
+    // Held while this thread serves the process: its CPU's place is given back when it ends.
+    let _pinned = match pipes.cpu_affinity {
+        CpuAffinity::Paired => affinity::pair(pipes.proc.pid),
+        CpuAffinity::None => None,
+    };
     if let Err(broken) = pipes.handshake() {
         let _ = ready.send(Err(broken));
         return;

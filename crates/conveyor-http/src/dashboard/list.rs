@@ -101,7 +101,7 @@ pub async fn jobs(
             &app,
             StatusCode::BAD_REQUEST,
             "Bad address",
-            "This page takes state, queue, after and id.".into(),
+            "This page takes state, queue, after, limit and id.".into(),
         );
     };
     if let Some(text) = query.id.as_deref().map(str::trim) {
