@@ -1,5 +1,6 @@
 use std::sync::{Arc, Mutex};
 
+use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 
 use crate::config::{SqliteConfig, Synchronous};
@@ -34,11 +35,13 @@ impl Store {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.set_prepared_statement_cache_capacity(64);
+        stable_plans(&conn)?;
         crate::schema::migrate(&mut conn)?;
         let reader = Connection::open(&config.path)?;
         reader.busy_timeout(config.busy_timeout)?;
         reader.pragma_update(None, "query_only", true)?;
         reader.set_prepared_statement_cache_capacity(16);
+        stable_plans(&reader)?;
         // Read once now: the connection opens the WAL and its index here, beside the writer's,
         // not at some later first read (when the file's folder may be gone or unreadable).
         reader.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
@@ -81,4 +84,15 @@ impl Store {
         })
         .await?
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee. Without it a statement whose plan may
+/// depend on a bound value (a `LIMIT :limit`, a value compared with a partial index's WHERE) is
+/// recompiled, triggers and all, each time that value changes: the claim statement was
+/// recompiled on nearly every fetch, which made up most of a job's cost on a busy ordering key.
+/// Every statement here is written for its index (`INDEXED BY` where it matters), so the
+/// values never needed to choose the plan.
+fn stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
